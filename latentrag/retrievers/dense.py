@@ -1,0 +1,32 @@
+"""``DenseRetriever``: single-hop dense retrieval, the baseline every other retriever is measured against."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from latentrag.errors import StoreError
+from latentrag.retrievers.base import BaseRetriever
+from latentrag.stores.base import Filter, Store, check_queries
+from latentrag.types import Hit
+
+
+class DenseRetriever(BaseRetriever):
+    """Encode the query with the store's encoder and return the store's top-``k``.
+
+    >>> from latentrag import FaissStore
+    >>> store = FaissStore.from_texts(["Paris is in France.", "Rome is in Italy."], ids=["p", "r"])
+    >>> DenseRetriever(store, k=1).retrieve("Which country is Rome in?")[0].id
+    'r'
+    """
+
+    def __init__(self, store: Store, k: int = 4, *, filter: Filter | None = None) -> None:
+        super().__init__(k)
+        self.store = store
+        self.filter = filter
+
+    def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[list[Hit]]:
+        if len(self.store) == 0:
+            msg = "the store is empty; add documents (store.add(...) or `latentrag index`) before retrieving."
+            raise StoreError(msg)
+        q = self.store.encoder.encode(queries) if vectors is None else check_queries(vectors, self.store.dim)
+        return self.store.search(q, k, filter=self.filter)

@@ -1,0 +1,519 @@
+"""``FaissStore``: the embedded default store (faiss index + documents on local disk).
+
+Index types: ``flat`` (exact inner product), ``hnsw`` (graph ANN), ``pq`` and ``ivfpq`` (product
+quantisation, 48 bytes per 384-d vector instead of 1,536: 32x smaller). For ``flat``/``hnsw`` the
+float32 vectors stay in one array, so ``vectors(ids)`` is a single slice; for the PQ types they are
+decoded from the codes in one batched call.
+
+Saves are atomic: a new version folder is written and fsynced, then a ``CURRENT`` pointer is
+replaced with ``os.replace``. A crash at any point leaves the previous version loadable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from latentrag.encoders import Encoder, load_encoder
+from latentrag.errors import (
+    DuplicateIdError,
+    InvalidInputError,
+    StoreCorruptError,
+    StoreError,
+    check_positive_int,
+)
+from latentrag.stores.base import Filter, check_encoder, check_queries, check_texts_ids, matches
+from latentrag.types import Hit
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+INDEX_TYPES = ("flat", "hnsw", "pq", "ivfpq")
+_PQ_TYPES = ("pq", "ivfpq")
+#: Fraction of deleted rows that triggers a rebuild of the index.
+_COMPACT_FRACTION = 0.25
+
+
+class FaissStore:
+    """Vectors, texts and metadata by id, searched with faiss (inner product on normalised vectors).
+
+    >>> store = FaissStore.from_texts(["Paris is in France.", "Berlin is in Germany."], ids=["p", "b"])
+    >>> [h.id for h in store.search(store.encoder.encode(["French capital"]), k=1)[0]]
+    ['p']
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder | str | None = None,
+        *,
+        index: str = "flat",
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        pq_m: int | None = None,
+        nprobe: int = 16,
+    ) -> None:
+        if index not in INDEX_TYPES:
+            msg = f"index must be one of {list(INDEX_TYPES)}, got {index!r}."
+            raise InvalidInputError(msg)
+        self.encoder = load_encoder(encoder)
+        self.index_type = index
+        self.hnsw_m = check_positive_int("hnsw_m", hnsw_m)
+        self.ef_search = check_positive_int("ef_search", ef_search)
+        self.nprobe = check_positive_int("nprobe", nprobe)
+        d = int(self.encoder.dim)
+        self.pq_m = pq_m or _default_pq_m(d)
+        if d % self.pq_m:
+            msg = f"pq_m must divide the dimension {d}, got {self.pq_m}."
+            raise InvalidInputError(msg)
+        self._lock = threading.RLock()
+        self._ids: list[str] = []
+        self._row: dict[str, int] = {}
+        self._texts: list[str] = []
+        self._metas: list[dict[str, Any]] = []
+        self._alive = np.zeros(0, dtype=bool)
+        self._vecs: np.ndarray | None = np.zeros((0, d), dtype=np.float32)
+        self._index: Any = None if index in _PQ_TYPES else self._new_index(0)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        encoder: Encoder | str | None = None,
+        index: str = "flat",
+        vectors: np.ndarray | None = None,
+        **options: Any,
+    ) -> FaissStore:
+        """Build a store from texts (encoded in batches with a progress bar on large inputs)."""
+        store = cls(encoder, index=index, **options)
+        store.add(texts, ids=ids, metadatas=metadatas, vectors=vectors)
+        return store
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.dim)
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._row
+
+    def __repr__(self) -> str:
+        return f"FaissStore(n={len(self)}, dim={self.dim}, index={self.index_type!r}, encoder={self.encoder.name!r})"
+
+    def ids(self) -> list[str]:
+        """The ids currently in the store, in insertion order."""
+        with self._lock:
+            return [i for r, i in enumerate(self._ids) if self._alive[r]]
+
+    # ----------------------------------------------------------------- writes
+    def add(
+        self,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[str]:
+        """Add new documents; an id already present raises :class:`DuplicateIdError` (see :meth:`upsert`)."""
+        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
+        if id_list is None:
+            id_list = [uuid.uuid4().hex for _ in texts]
+        with self._lock:
+            clash = [i for i in id_list if i in self._row]
+        if clash:
+            msg = f"ids already in the store: {clash[:5]}; use upsert() to replace documents."
+            raise DuplicateIdError(msg)
+        vecs = self._vectors_for(texts, vectors)
+        with self._lock:
+            clash = [i for i in id_list if i in self._row]
+            if clash:
+                msg = f"ids already in the store: {clash[:5]}; use upsert() to replace documents."
+                raise DuplicateIdError(msg)
+            self._append(texts, id_list, metas, vecs)
+        return id_list
+
+    def upsert(
+        self,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[str]:
+        """Insert or replace documents by id."""
+        if ids is None:
+            msg = "upsert() needs ids=[...] to know which documents to replace."
+            raise InvalidInputError(msg)
+        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
+        assert id_list is not None
+        vecs = self._vectors_for(texts, vectors)
+        with self._lock:
+            self._mark_dead([self._row[i] for i in id_list if i in self._row])
+            self._append(texts, id_list, metas, vecs)
+            self._maybe_compact()
+        return id_list
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete documents by id; unknown ids are ignored. Returns how many were deleted."""
+        if isinstance(ids, str):
+            ids = [ids]
+        with self._lock:
+            rows = [self._row[str(i)] for i in ids if str(i) in self._row]
+            self._mark_dead(rows)
+            self._maybe_compact()
+            return len(rows)
+
+    def _vectors_for(self, texts: list[str], vectors: np.ndarray | None) -> np.ndarray:
+        if vectors is None:
+            return self.encoder.encode(texts) if texts else np.zeros((0, self.dim), dtype=np.float32)
+        vecs = check_queries(vectors, self.dim) if len(texts) else np.zeros((0, self.dim), dtype=np.float32)
+        if len(vecs) != len(texts):
+            msg = f"vectors has {len(vecs)} rows but texts has {len(texts)}; give one vector per text."
+            raise InvalidInputError(msg)
+        return vecs
+
+    def _append(self, texts: list[str], ids: list[str], metas: list[dict[str, Any]], vecs: np.ndarray) -> None:
+        start = len(self._ids)
+        self._ids.extend(ids)
+        self._texts.extend(texts)
+        self._metas.extend(metas)
+        self._row.update({doc_id: start + j for j, doc_id in enumerate(ids)})
+        self._alive = np.concatenate([self._alive, np.ones(len(ids), dtype=bool)])
+        if self._index is not None and self._index.is_trained:
+            self._index.add(vecs)
+        if self._vecs is not None:
+            self._vecs = np.concatenate([self._vecs, vecs]) if len(self._vecs) else np.array(vecs, dtype=np.float32)
+
+    def _mark_dead(self, rows: list[int]) -> None:
+        for r in rows:
+            self._alive[r] = False
+            del self._row[self._ids[r]]
+
+    def _maybe_compact(self) -> None:
+        dead = len(self._ids) - len(self._row)
+        if dead and dead >= _COMPACT_FRACTION * len(self._ids):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop deleted rows and rebuild the index over the live ones (rows are renumbered)."""
+        keep = np.flatnonzero(self._alive)
+        if len(keep) == len(self._ids):
+            return
+        vecs = self._rows_vectors(keep)
+        self._ids = [self._ids[r] for r in keep]
+        self._texts = [self._texts[r] for r in keep]
+        self._metas = [self._metas[r] for r in keep]
+        self._row = {doc_id: r for r, doc_id in enumerate(self._ids)}
+        self._alive = np.ones(len(keep), dtype=bool)
+        if self.index_type in _PQ_TYPES and self._index is not None:
+            self._index.reset()  # keeps the trained quantisers
+            self._index.add(vecs)
+            self._vecs = None
+        else:
+            self._vecs = vecs
+            self._index = self._new_index(len(vecs))
+            if len(vecs):
+                self._index.add(vecs)
+
+    # ----------------------------------------------------------------- index types
+    def _new_index(self, n: int) -> Any:
+        d = self.dim
+        if self.index_type == "flat":
+            return faiss.IndexFlatIP(d)
+        if self.index_type == "hnsw":
+            idx = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            idx.hnsw.efConstruction = 80
+            idx.hnsw.efSearch = self.ef_search
+            return idx
+        if self.index_type == "pq":
+            return faiss.IndexPQ(d, self.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        nlist = _default_nlist(n)
+        idx = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, self.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        idx.nprobe = min(self.nprobe, nlist)
+        return idx
+
+    def _min_train(self) -> int:
+        return 256 if self.index_type == "pq" else max(256, 8 * _default_nlist(len(self._ids)))
+
+    def _ensure_trained(self) -> None:
+        """PQ types train once enough vectors exist; until then search is exact over the raw vectors."""
+        if self._index is not None or self.index_type not in _PQ_TYPES:
+            return
+        if len(self._row) < self._min_train():
+            return
+        self._compact()
+        assert self._vecs is not None
+        index = self._new_index(len(self._vecs))
+        t0 = time.perf_counter()
+        index.train(self._vecs)
+        index.add(self._vecs)
+        if self.index_type == "ivfpq":
+            index.make_direct_map()
+        logger.info("trained %s index on %d vectors in %.1fs", self.index_type, len(self._vecs), time.perf_counter() - t0)
+        self._index = index
+        self._vecs = None
+
+    def _rows_vectors(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._vecs is not None:
+            return np.asarray(self._vecs[rows], dtype=np.float32)
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(self._index.reconstruct_batch(rows), dtype=np.float32)
+
+    # ----------------------------------------------------------------- reads
+    def search(
+        self, queries: np.ndarray, k: int, *, filter: Filter | None = None, with_vectors: bool = False
+    ) -> list[list[Hit]]:
+        """Top-``k`` hits for each row of ``queries`` (shape (n, dim)), best first, in one faiss call."""
+        k = check_positive_int("k", k)
+        q = check_queries(queries, self.dim)
+        with self._lock:
+            scores, rows = self.search_rows(q, k, filter=filter)
+            flat = rows[rows >= 0]
+            vec_of = dict(zip(flat.tolist(), self._rows_vectors(flat), strict=True)) if with_vectors else {}
+            out: list[list[Hit]] = []
+            for srow, rrow in zip(scores, rows, strict=True):
+                hits = []
+                for s, r in zip(srow.tolist(), rrow.tolist(), strict=True):
+                    if r < 0:
+                        break
+                    hits.append(
+                        Hit(self._ids[r], self._texts[r], s, dict(self._metas[r]), vector=vec_of.get(r))
+                    )
+                out.append(hits)
+            return out
+
+    def search_rows(self, q: np.ndarray, k: int, *, filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw search: ``(scores, rows)`` of shape (n, k); missing results have row -1. Holds no lock."""
+        n_rows = len(self._ids)
+        if n_rows == 0 or not self._row:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if filter:
+            return self._exact_subset(q, k, np.array([r for r in self._row.values() if matches(self._metas[r], filter)]))
+        self._ensure_trained()
+        if self._index is None:  # untrained PQ store: exact search over the buffered vectors
+            return self._exact_subset(q, k, np.flatnonzero(self._alive))
+        dead = n_rows - len(self._row)
+        fetch = min(k + dead, n_rows)
+        scores, rows = self._index.search(q, fetch)
+        if dead:
+            scores, rows = _drop_dead(scores, rows, self._alive, k)
+        return scores[:, :k], rows[:, :k]
+
+    def _exact_subset(self, q: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        width = min(k, len(rows))
+        if width == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        sims = q @ self._rows_vectors(rows).T
+        top = np.argpartition(-sims, width - 1, axis=1)[:, :width]
+        top_s = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_s, axis=1, kind="stable")
+        return np.take_along_axis(top_s, order, axis=1), rows[np.take_along_axis(top, order, axis=1)]
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of ``ids`` as one array of shape (len(ids), dim), in the order given."""
+        with self._lock:
+            try:
+                rows = np.fromiter((self._row[str(i)] for i in ids), dtype=np.int64, count=len(ids))
+            except KeyError as exc:
+                msg = f"id {exc.args[0]!r} is not in the store; check the id or add the document first."
+                raise StoreError(msg) from None
+            return self._rows_vectors(rows)
+
+    def get(self, ids: Sequence[str]) -> list[Hit]:
+        """The documents of ``ids`` (score 0.0); unknown ids raise :class:`StoreError`."""
+        with self._lock:
+            out = []
+            for i in ids:
+                r = self._row.get(str(i))
+                if r is None:
+                    msg = f"id {i!r} is not in the store; check the id or add the document first."
+                    raise StoreError(msg)
+                out.append(Hit(self._ids[r], self._texts[r], 0.0, dict(self._metas[r])))
+            return out
+
+    def nbytes(self) -> int:
+        """Bytes held by the index plus any raw vectors kept beside it (texts not counted)."""
+        with self._lock:
+            self._ensure_trained()
+            size = int(faiss.serialize_index(self._index).nbytes) if self._index is not None else 0
+            if self._vecs is not None and self.index_type != "flat":
+                size += int(self._vecs.nbytes)
+            return size
+
+    def close(self) -> None:
+        """Release nothing: the embedded store holds no connections. Present for the store protocol."""
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save atomically into the folder ``path``; the previous save stays loadable until the switch."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        version = f"v-{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        tmp = root / f"{version}.tmp"
+        tmp.mkdir()
+        with self._lock:
+            self._compact()
+            self._ensure_trained()
+            files: dict[str, str] = {}
+            if self._index is not None:
+                faiss.write_index(self._index, str(tmp / "index.faiss"))
+                files["index.faiss"] = ""
+            if self._vecs is not None:
+                with open(tmp / "vectors.npy", "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(self._vecs))
+                files["vectors.npy"] = ""
+            with open(tmp / "docs.jsonl", "w", encoding="utf-8") as fh:
+                for doc_id, text, meta in zip(self._ids, self._texts, self._metas, strict=True):
+                    fh.write(json.dumps({"id": doc_id, "text": text, "metadata": meta}, ensure_ascii=False))
+                    fh.write("\n")
+            files["docs.jsonl"] = ""
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "kind": "latentrag.FaissStore",
+                "encoder": {"name": self.encoder.name, "dim": self.dim},
+                "count": len(self._ids),
+                "index_type": self.index_type,
+                "options": {"hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "pq_m": self.pq_m,
+                            "nprobe": self.nprobe},
+                "checksums": {name: _sha256(tmp / name) for name in files},
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        _write_synced(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
+        for name in files:
+            _fsync_file(tmp / name)
+        _fsync_dir(tmp)
+        os.replace(tmp, root / version)
+        _write_synced(root / "CURRENT.tmp", version.encode())
+        os.replace(root / "CURRENT.tmp", root / "CURRENT")
+        _fsync_dir(root)
+        for old in root.iterdir():
+            if old.name != version and (old.name.startswith("v-") or old.name == "CURRENT.tmp"):
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        return root
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], encoder: Encoder | str | None = None) -> FaissStore:
+        """Load a saved store. ``encoder=None`` loads the recorded encoder; another one must match it."""
+        root = Path(path)
+        current = root / "CURRENT"
+        if not current.is_file():
+            msg = f"no saved FaissStore at {str(root)!r} (missing CURRENT); build one with `latentrag index`."
+            raise StoreError(msg)
+        folder = root / current.read_text().strip()
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            msg = f"store at {str(root)!r} has an unreadable manifest ({exc}); restore it or rebuild the index."
+            raise StoreCorruptError(msg) from exc
+        if manifest.get("format_version") != FORMAT_VERSION:
+            msg = (
+                f"store at {str(root)!r} has format version {manifest.get('format_version')!r}; this latentrag "
+                f"reads version {FORMAT_VERSION}. Rebuild it with `latentrag index --rebuild`."
+            )
+            raise StoreCorruptError(msg)
+        for name, digest in manifest["checksums"].items():
+            if not (folder / name).is_file() or _sha256(folder / name) != digest:
+                msg = f"store file {name!r} at {str(folder)!r} fails its checksum; restore it or rebuild the index."
+                raise StoreCorruptError(msg)
+        enc_info = manifest["encoder"]
+        if encoder is None:
+            enc = load_encoder(enc_info["name"])
+        else:
+            enc = load_encoder(encoder)
+        check_encoder(enc_info["name"], enc_info["dim"], enc, f"the store at {str(root)!r}")
+        store = cls(enc, index=manifest["index_type"], **manifest.get("options", {}))
+        with open(folder / "docs.jsonl", encoding="utf-8") as fh:
+            docs = [json.loads(line) for line in fh]
+        store._ids = [d["id"] for d in docs]
+        store._texts = [d["text"] for d in docs]
+        store._metas = [d["metadata"] for d in docs]
+        store._row = {doc_id: r for r, doc_id in enumerate(store._ids)}
+        store._alive = np.ones(len(docs), dtype=bool)
+        store._vecs = np.load(folder / "vectors.npy") if (folder / "vectors.npy").is_file() else None
+        if (folder / "index.faiss").is_file():
+            store._index = faiss.read_index(str(folder / "index.faiss"))
+            if store.index_type == "hnsw":
+                store._index.hnsw.efSearch = store.ef_search
+            if store.index_type == "ivfpq":
+                store._index.make_direct_map()
+                store._index.nprobe = min(store.nprobe, store._index.nlist)
+        elif store.index_type not in _PQ_TYPES:
+            msg = f"store at {str(folder)!r} lacks index.faiss; rebuild the index."
+            raise StoreCorruptError(msg)
+        if len(docs) != manifest["count"]:
+            msg = f"store at {str(folder)!r} holds {len(docs)} documents but its manifest says {manifest['count']}."
+            raise StoreCorruptError(msg)
+        return store
+
+
+def _default_pq_m(d: int) -> int:
+    for m in (48, 32, 24, 16, 8, 4, 2, 1):
+        if d % m == 0 and d // m >= 4:
+            return m
+    return 1
+
+
+def _default_nlist(n: int) -> int:
+    return int(min(4096, max(16, 4 * math.sqrt(max(n, 1)))))
+
+
+def _drop_dead(scores: np.ndarray, rows: np.ndarray, alive: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    ok = (rows >= 0) & alive[np.maximum(rows, 0)]
+    out_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    out_r = np.full((len(rows), k), -1, dtype=np.int64)
+    for i in range(len(rows)):
+        keep_s, keep_r = scores[i][ok[i]][:k], rows[i][ok[i]][:k]
+        out_s[i, : len(keep_s)] = keep_s
+        out_r[i, : len(keep_r)] = keep_r
+    return out_s, out_r
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
