@@ -1,0 +1,141 @@
+"""LangChain adapters: one generic adapter per surface.
+
+- :class:`LangChainRetriever` wraps any latentrag retriever as a ``BaseRetriever``.
+- :class:`LangChainCompressor` wraps any latentrag compressor (rerankers included) as a
+  ``BaseDocumentCompressor``, usable in langchain-classic's ``ContextualCompressionRetriever``.
+
+Importing this module imports ``langchain_core``; nothing else in latentrag does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from latentrag._optional import require
+
+require("langchain_core", "langchain")
+
+from langchain_core.callbacks import (  # noqa: E402
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
+from langchain_core.documents import BaseDocumentCompressor, Document  # noqa: E402
+from langchain_core.retrievers import BaseRetriever  # noqa: E402
+from pydantic import ConfigDict  # noqa: E402
+
+from latentrag.errors import check_positive_int  # noqa: E402
+from latentrag.types import Hit  # noqa: E402
+
+#: Names provided by feature modules, imported on first access.
+_LAZY = {
+    "ToolSelectionMiddleware": "latentrag.integrations.langchain_tools:ToolSelectionMiddleware",
+    "XRAGChatModel": "latentrag.integrations.langchain_xrag:XRAGChatModel",
+}
+
+__all__ = ["LangChainCompressor", "LangChainRetriever", "document_to_hit", "hit_to_document", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def hit_to_document(hit: Hit) -> Document:
+    """A ``Document`` with the hit's id, text and metadata, plus ``metadata["score"]``."""
+    return Document(id=hit.id, page_content=hit.text, metadata={**hit.meta, "score": hit.score})
+
+
+def document_to_hit(doc: Document, position: int) -> Hit:
+    """A ``Hit`` for ``doc``; documents without an id get ``"doc-<position>"``."""
+    score = doc.metadata.get("score", 0.0)
+    score = float(score) if isinstance(score, (int, float)) else 0.0
+    return Hit(doc.id if doc.id is not None else f"doc-{position}", doc.page_content, score, dict(doc.metadata))
+
+
+class LangChainRetriever(BaseRetriever):
+    """Any latentrag retriever as a LangChain ``BaseRetriever``.
+
+    ``k`` is honoured in the constructor and per call (``invoke(query, k=3)``); ids and metadata are
+    kept and the score is put in ``metadata["score"]``. ``ainvoke`` is really async.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    retriever: Any
+    k: int | None = None
+
+    def _call_k(self, kwargs: dict[str, Any]) -> int | None:
+        k = kwargs.get("k", self.k)
+        return None if k is None else check_positive_int("k", k)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        hits = self.retriever.retrieve(query, k=self._call_k(kwargs))
+        return [hit_to_document(h) for h in hits]
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        hits = await self.retriever.aretrieve(query, k=self._call_k(kwargs))
+        return [hit_to_document(h) for h in hits]
+
+
+class LangChainCompressor(BaseDocumentCompressor):
+    """Any latentrag compressor (reranker, filter, token budget) as a ``BaseDocumentCompressor``.
+
+    Documents are copied, never mutated; ids and metadata are kept and ``metadata["score"]`` holds the
+    new score. A ``latentrag.compress`` custom event with the counts is dispatched when run inside a
+    LangChain run (``astream_events`` shows it), since compressors get no trace span of their own.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    compressor: Any
+
+    def _merge(self, documents: Sequence[Document], hits: list[Hit]) -> list[Document]:
+        by_key = {document_to_hit(d, i).id: d for i, d in enumerate(documents)}
+        out = []
+        for h in hits:
+            original = by_key.get(h.id)
+            meta = {**(original.metadata if original is not None else {}), **h.meta, "score": h.score}
+            out.append(Document(id=original.id if original is not None else h.id, page_content=h.text, metadata=meta))
+        return out
+
+    def _event(self, documents: Sequence[Document], result: list[Document]) -> dict[str, Any]:
+        return {
+            "compressor": type(self.compressor).__name__,
+            "n_in": len(documents),
+            "n_out": len(result),
+            "ids": [d.id for d in result],
+        }
+
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Any | None = None
+    ) -> Sequence[Document]:
+        hits = self.compressor.compress(query, [document_to_hit(d, i) for i, d in enumerate(documents)])
+        result = self._merge(documents, hits)
+        try:
+            dispatch_custom_event("latentrag.compress", self._event(documents, result))
+        except RuntimeError:  # not inside a LangChain run: there is no trace to attach the event to
+            pass
+        return result
+
+    async def acompress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Any | None = None
+    ) -> Sequence[Document]:
+        hits = await self.compressor.acompress(query, [document_to_hit(d, i) for i, d in enumerate(documents)])
+        result = self._merge(documents, hits)
+        try:
+            await adispatch_custom_event("latentrag.compress", self._event(documents, result))
+        except RuntimeError:
+            pass
+        return result

@@ -1,0 +1,139 @@
+"""LlamaIndex adapters: one generic adapter per surface.
+
+- :class:`LlamaIndexRetriever` wraps any latentrag retriever as a LlamaIndex ``BaseRetriever``
+  (reusing ``QueryBundle.embedding`` when given; ``_aretrieve`` runs in a worker thread).
+- :class:`LlamaIndexPostprocessor` wraps any latentrag compressor as a ``BaseNodePostprocessor``,
+  emitting ``ReRankStartEvent``/``ReRankEndEvent`` instrumentation events.
+
+Importing this module imports ``llama_index.core``; nothing else in latentrag does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from typing import Any
+
+from latentrag._optional import require
+
+require("llama_index.core", "llama-index")
+
+import llama_index.core.instrumentation as instrument  # noqa: E402
+from llama_index.core.bridge.pydantic import Field  # noqa: E402
+from llama_index.core.callbacks import CallbackManager  # noqa: E402
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent  # noqa: E402
+from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
+from llama_index.core.retrievers import BaseRetriever  # noqa: E402
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
+
+from latentrag.types import Hit  # noqa: E402
+
+dispatcher = instrument.get_dispatcher(__name__)
+
+_LAZY = {
+    "LlamaIndexToolRetriever": "latentrag.integrations.llama_index_tools:LlamaIndexToolRetriever",
+    "XRAGLLM": "latentrag.integrations.llama_index_xrag:XRAGLLM",
+}
+
+__all__ = ["LlamaIndexPostprocessor", "LlamaIndexRetriever", "hit_to_node", "node_to_hit", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def hit_to_node(hit: Hit) -> NodeWithScore:
+    """A ``NodeWithScore`` whose ``TextNode`` keeps the hit's id as ``id_`` and its metadata."""
+    return NodeWithScore(node=TextNode(id_=hit.id, text=hit.text, metadata=dict(hit.meta)), score=hit.score)
+
+
+def node_to_hit(node: NodeWithScore) -> Hit:
+    return Hit(node.node.node_id, node.node.get_content(), node.score or 0.0, dict(node.node.metadata))
+
+
+class LlamaIndexRetriever(BaseRetriever):
+    """Any latentrag retriever as a LlamaIndex ``BaseRetriever``."""
+
+    def __init__(self, retriever: Any, k: int | None = None, callback_manager: CallbackManager | None = None) -> None:
+        self.retriever = retriever
+        self.k = k
+        super().__init__(callback_manager=callback_manager)
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        if query_bundle.embedding is not None and hasattr(self.retriever, "retrieve_with_embedding"):
+            hits = self.retriever.retrieve_with_embedding(query_bundle.query_str, query_bundle.embedding, k=self.k)
+        else:
+            hits = self.retriever.retrieve(query_bundle.query_str, k=self.k)
+        return [hit_to_node(h) for h in hits]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+class LlamaIndexPostprocessor(BaseNodePostprocessor):
+    """Any latentrag compressor (reranker, filter, token budget) as a ``BaseNodePostprocessor``.
+
+    Node ids and metadata are kept; scores are the compressor's. Nodes whose text the compressor
+    shortened are copies, so the caller's nodes are never mutated.
+    """
+
+    compressor: Any = Field(description="A latentrag compressor: compress(query, hits) -> hits.")
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LatentRagPostprocessor"
+
+    def _merge(self, nodes: list[NodeWithScore], hits: list[Hit]) -> list[NodeWithScore]:
+        by_id = {n.node.node_id: n for n in nodes}
+        out = []
+        for h in hits:
+            original = by_id.get(h.id)
+            if original is None:
+                out.append(hit_to_node(h))
+                continue
+            node = original.node
+            if h.text != node.get_content() or h.meta != node.metadata:
+                node = node.model_copy(deep=True)
+                if h.text != original.node.get_content() and isinstance(node, TextNode):
+                    node.text = h.text
+                node.metadata = {**node.metadata, **h.meta}
+            out.append(NodeWithScore(node=node, score=h.score))
+        return out
+
+    def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> str:
+        query = query_bundle.query_str if query_bundle is not None else ""
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle, nodes=nodes, top_n=int(getattr(self.compressor, "top_n", None) or len(nodes)),
+                model_name=type(self.compressor).__name__,
+            )
+        )
+        return query
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            msg = "LlamaIndexPostprocessor needs the query; pass query_bundle or query_str."
+            raise ValueError(msg)
+        query = self._start(nodes, query_bundle)
+        result = self._merge(nodes, self.compressor.compress(query, [node_to_hit(n) for n in nodes]))
+        dispatcher.event(ReRankEndEvent(nodes=result))
+        return result
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            msg = "LlamaIndexPostprocessor needs the query; pass query_bundle or query_str."
+            raise ValueError(msg)
+        query = self._start(nodes, query_bundle)
+        hits = await self.compressor.acompress(query, [node_to_hit(n) for n in nodes])
+        result = self._merge(nodes, hits)
+        dispatcher.event(ReRankEndEvent(nodes=result))
+        return result
