@@ -89,6 +89,11 @@ class LangChainRetriever(BaseRetriever):
         return [hit_to_document(h) for h in hits]
 
 
+def _config(callbacks: Any | None) -> Any:
+    """The run config for a custom event: the callbacks LangChain handed the compressor, if any."""
+    return {"callbacks": callbacks} if callbacks is not None else None
+
+
 class LangChainCompressor(BaseDocumentCompressor):
     """Any latentrag compressor (reranker, filter, token budget) as a ``BaseDocumentCompressor``.
 
@@ -124,7 +129,7 @@ class LangChainCompressor(BaseDocumentCompressor):
         hits = self.compressor.compress(query, [document_to_hit(d, i) for i, d in enumerate(documents)])
         result = self._merge(documents, hits)
         try:
-            dispatch_custom_event("latentrag.compress", self._event(documents, result))
+            dispatch_custom_event("latentrag.compress", self._event(documents, result), config=_config(callbacks))
         except RuntimeError:  # not inside a LangChain run: there is no trace to attach the event to
             pass
         return result
@@ -135,7 +140,7 @@ class LangChainCompressor(BaseDocumentCompressor):
         hits = await self.compressor.acompress(query, [document_to_hit(d, i) for i, d in enumerate(documents)])
         result = self._merge(documents, hits)
         try:
-            await adispatch_custom_event("latentrag.compress", self._event(documents, result))
+            await adispatch_custom_event("latentrag.compress", self._event(documents, result), config=_config(callbacks))
         except RuntimeError:
             pass
         return result

