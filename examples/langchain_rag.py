@@ -34,7 +34,8 @@ def main() -> None:
     def show_prompt(value):
         return value.to_string()
 
-    chain = {"context": retriever | format_docs, "question": RunnablePassthrough()} | prompt | RunnableLambda(show_prompt)
+    inputs = {"context": retriever | format_docs, "question": RunnablePassthrough()}
+    chain = inputs | prompt | RunnableLambda(show_prompt)
     question = "Who directed the film about a giant shark?"
     docs = retriever.invoke(question)
     print("retrieved:", [(d.id, round(d.metadata["score"], 3)) for d in docs])

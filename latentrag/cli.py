@@ -46,7 +46,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     splitter = TokenTextSplitter(chunk_size=args.chunk_size, overlap=args.chunk_overlap)
     files = list(iter_files(args.paths))
-    records = []
+    records: list[Any] = []
     for f in tqdm(files, desc="read + chunk", unit="file", disable=len(files) < 5):
         records.extend(chunk_records(read_documents(f), splitter))
     if not records:

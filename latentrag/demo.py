@@ -66,7 +66,8 @@ def main(out: TextIO = sys.stdout, sections: list[str] | None = None) -> int:
     store = build_store()
     t_store = time.perf_counter() - t0
     print(f"latentrag demo: {len(store)} passages, encoder {encoder.name} ({encoder.dim}-d)", file=out)
-    print(f"  encoder load {t_enc * 1000:.0f} ms, store ready in {t_store * 1000:.0f} ms (cache: {cache_dir()})", file=out)
+    print(f"  encoder load {t_enc * 1000:.0f} ms, store ready in {t_store * 1000:.0f} ms (cache: {cache_dir()})",
+          file=out)
     retriever = DenseRetriever(store, k=3)
     retriever.retrieve("warm-up")
     print("\n== Dense retrieval (DenseRetriever, k=3) ==", file=out)

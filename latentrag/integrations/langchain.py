@@ -9,6 +9,7 @@ Importing this module imports ``langchain_core``; nothing else in latentrag does
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from latentrag._optional import require
 
 require("langchain_core", "langchain")
+
 
 from langchain_core.callbacks import (  # noqa: E402
     AsyncCallbackManagerForRetrieverRun,
@@ -128,10 +130,9 @@ class LangChainCompressor(BaseDocumentCompressor):
     ) -> Sequence[Document]:
         hits = self.compressor.compress(query, [document_to_hit(d, i) for i, d in enumerate(documents)])
         result = self._merge(documents, hits)
-        try:
+        # Outside a LangChain run there is no trace to attach the event to (RuntimeError).
+        with contextlib.suppress(RuntimeError):
             dispatch_custom_event("latentrag.compress", self._event(documents, result), config=_config(callbacks))
-        except RuntimeError:  # not inside a LangChain run: there is no trace to attach the event to
-            pass
         return result
 
     async def acompress_documents(
@@ -139,8 +140,7 @@ class LangChainCompressor(BaseDocumentCompressor):
     ) -> Sequence[Document]:
         hits = await self.compressor.acompress(query, [document_to_hit(d, i) for i, d in enumerate(documents)])
         result = self._merge(documents, hits)
-        try:
-            await adispatch_custom_event("latentrag.compress", self._event(documents, result), config=_config(callbacks))
-        except RuntimeError:
-            pass
+        with contextlib.suppress(RuntimeError):
+            event = self._event(documents, result)
+            await adispatch_custom_event("latentrag.compress", event, config=_config(callbacks))
         return result

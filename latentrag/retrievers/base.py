@@ -33,7 +33,9 @@ class BaseRetriever(ABC):
         """At most ``k`` hits for ``query`` (``k`` defaults to the constructor's), best first."""
         return self._retrieve_batch([check_query(query)], self._k(k), None)[0]
 
-    def retrieve_with_embedding(self, query: str, embedding: Sequence[float] | np.ndarray, k: int | None = None) -> list[Hit]:
+    def retrieve_with_embedding(
+        self, query: str, embedding: Sequence[float] | np.ndarray, k: int | None = None
+    ) -> list[Hit]:
         """Like :meth:`retrieve` but reuses a query embedding computed elsewhere (e.g. LlamaIndex's QueryBundle)."""
         vec = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
         return self._retrieve_batch([check_query(query)], self._k(k), vec)[0]

@@ -239,10 +239,10 @@ class FaissStore:
         if self.index_type == "flat":
             return faiss.IndexFlatIP(d)
         if self.index_type == "hnsw":
-            idx = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            idx.hnsw.efConstruction = 80
-            idx.hnsw.efSearch = self.ef_search
-            return idx
+            graph = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = 80
+            graph.hnsw.efSearch = self.ef_search
+            return graph
         if self.index_type == "pq":
             return faiss.IndexPQ(d, self.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
         nlist = _default_nlist(n)
@@ -267,7 +267,8 @@ class FaissStore:
         index.add(self._vecs)
         if self.index_type == "ivfpq":
             index.make_direct_map()
-        logger.info("trained %s index on %d vectors in %.1fs", self.index_type, len(self._vecs), time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        logger.info("trained %s index on %d vectors in %.1fs", self.index_type, len(self._vecs), took)
         self._index = index
         self._vecs = None
 
@@ -308,7 +309,8 @@ class FaissStore:
         if n_rows == 0 or not self._row:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if filter:
-            return self._exact_subset(q, k, np.array([r for r in self._row.values() if matches(self._metas[r], filter)]))
+            rows = np.array([r for r in self._row.values() if matches(self._metas[r], filter)], dtype=np.int64)
+            return self._exact_subset(q, k, rows)
         self._ensure_trained()
         if self._index is None:  # untrained PQ store: exact search over the buffered vectors
             return self._exact_subset(q, k, np.flatnonzero(self._alive))
@@ -436,10 +438,7 @@ class FaissStore:
                 msg = f"store file {name!r} at {str(folder)!r} fails its checksum; restore it or rebuild the index."
                 raise StoreCorruptError(msg)
         enc_info = manifest["encoder"]
-        if encoder is None:
-            enc = load_encoder(enc_info["name"])
-        else:
-            enc = load_encoder(encoder)
+        enc = load_encoder(enc_info["name"]) if encoder is None else load_encoder(encoder)
         check_encoder(enc_info["name"], enc_info["dim"], enc, f"the store at {str(root)!r}")
         store = cls(enc, index=manifest["index_type"], **manifest.get("options", {}))
         with open(folder / "docs.jsonl", encoding="utf-8") as fh:

@@ -1,0 +1,153 @@
+"""Multi-hop retrieval on the shared dev sets: DenseRetriever vs MultiHopRetriever (shipped TreeHop
+weights, defaults) vs an Iter-RetGen-style LLM query-rewrite loop with the local SmolLM2-135M.
+
+    python benchmarks/multihop.py [--plot] [--llm-questions 60]
+
+Corpus: the union of every dev pool and gold passage (deduplicated), one shared FaissStore. Recall is
+TreeHop's protocol: gold passages matched by title, micro-averaged. Latency is end to end per query
+(query encoding included), one query at a time, on the same machine in the same run. The LLM loop is
+slow (seconds per question), so it runs on the first ``--llm-questions`` questions of each set and the
+other two retrievers are also reported on that same subset. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+from _common import data_root, plot_path, report
+
+from latentrag.encoders import default_encoder
+from latentrag.retrievers import DenseRetriever, MultiHopRetriever
+from latentrag.training.multihop import DevSet, DiskEmbeddingCache, load_dev, recall
+
+
+class IterRetGen:
+    """Iter-RetGen (Shao et al. 2023) in miniature: retrieve, let the LM write a short answer from the
+    passages, retrieve again with question + generation, and merge (first-round passages first)."""
+
+    def __init__(self, store: Any, k: int, rounds: int = 2, max_new_tokens: int = 32) -> None:
+        from latentrag.models.lm import load_lm
+
+        self.store, self.k, self.rounds, self.max_new_tokens = store, k, rounds, max_new_tokens
+        self.lm = load_lm()
+        self.dense = DenseRetriever(store, k=5)
+
+    def _generate(self, question: str, passages: list[str]) -> str:
+        import torch
+
+        tok = self.lm.tokenizer
+        context = "\n".join(f"- {p[:300]}" for p in passages)
+        messages = [{"role": "user", "content": f"Passages:\n{context}\n\nQuestion: {question}\n"
+                     "Answer briefly, naming the people, places or works involved."}]
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.inference_mode():
+            out = self.lm.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                         pad_token_id=tok.pad_token_id)
+        return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def retrieve(self, question: str) -> list[Any]:
+        merged: dict[str, Any] = {}
+        query = question
+        for r in range(self.rounds):
+            hits = self.dense.retrieve(query)
+            for h in hits:
+                merged.setdefault(h.id, h)
+            if r < self.rounds - 1:  # the last round's generation is the answer, not retrieval cost
+                query = f"{question} {self._generate(question, [h.text for h in hits])}"
+        return list(merged.values())[: self.k]
+
+
+def timed(fn: Any, questions: list[str]) -> tuple[list[list[Any]], float]:
+    """Hits and mean ms per query, one query at a time."""
+    out = []
+    t0 = time.perf_counter()
+    for q in questions:
+        out.append(fn(q))
+    return out, (time.perf_counter() - t0) * 1000 / max(1, len(questions))
+
+
+def subset(ds: DevSet, n: int) -> DevSet:
+    return DevSet(ds.name, ds.questions[:n], ds.vectors[:n], ds.gold[:n])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ks", type=int, nargs="+", default=[5, 10])
+    ap.add_argument("--latency-questions", type=int, default=300, help="questions per set timed one by one")
+    ap.add_argument("--llm-questions", type=int, default=30, help="questions per set for the LLM baseline (0: skip)")
+    ap.add_argument("--plot", action="store_true")
+    args = ap.parse_args()
+    enc = default_encoder()
+    store, sets = load_dev(data_root(), DiskEmbeddingCache(enc))
+    enc.encode(["warm-up"])
+    res: dict[str, Any] = {"n_passages": len(store), "n_questions": {n: len(d.questions) for n, d in sets.items()},
+                           "baseline": "DenseRetriever at the same k", "by_k": {}}
+    for k in args.ks:
+        dense, multi = DenseRetriever(store, k=k), MultiHopRetriever(store, k=k)
+        row: dict[str, Any] = {"dense": {}, "multihop": {}}
+        for name, ds in sets.items():
+            # Recall on the whole set (batched, cached question vectors: same hits as one-by-one).
+            row["dense"][name] = round(100 * recall(dense._retrieve_batch(ds.questions, k, ds.vectors), ds.gold, k), 2)
+            row["multihop"][name] = round(100 * recall(multi._retrieve_batch(ds.questions, k, ds.vectors), ds.gold, k),
+                                          2)
+        qs = [q for ds in sets.values() for q in ds.questions[: args.latency_questions]]
+        _, d_ms = timed(dense.retrieve, qs)
+        _, m_ms = timed(multi.retrieve, qs)
+        row["dense"]["ms_per_query"] = round(d_ms, 2)
+        row["multihop"]["ms_per_query"] = round(m_ms, 2)
+        row["recall_gain_points"] = {n: round(row["multihop"][n] - row["dense"][n], 2) for n in sets}
+        row["latency_ratio_multihop_vs_dense"] = round(m_ms / d_ms, 2)
+        res["by_k"][str(k)] = row
+    if args.llm_questions:
+        # The LLM loop's hits do not depend on k (two rounds of 5, merged), so it runs once.
+        small = {n: subset(ds, args.llm_questions) for n, ds in sets.items()}
+        iter_rg = IterRetGen(store, k=max(args.ks))
+        iter_rg.retrieve("warm-up question")
+        llm_hits = {n: timed(iter_rg.retrieve, ds.questions) for n, ds in small.items()}
+        llm_row: dict[str, Any] = {"questions_per_set": args.llm_questions}
+        for k in args.ks:
+            dense, multi = DenseRetriever(store, k=k), MultiHopRetriever(store, k=k)
+            for label, r in (("dense", dense), ("multihop", multi)):
+                rec, ms = {}, []
+                for name, ds in small.items():
+                    hits, t = timed(r.retrieve, ds.questions)
+                    rec[name] = round(100 * recall(hits, ds.gold, k), 2)
+                    ms.append(t)
+                llm_row.setdefault(str(k), {})[label] = {**rec, "ms_per_query": round(float(np.mean(ms)), 2)}
+            rec = {n: round(100 * recall(h, small[n].gold, k), 2) for n, (h, _) in llm_hits.items()}
+            llm_ms = float(np.mean([t for _, t in llm_hits.values()]))
+            row = llm_row[str(k)]
+            row["iter_retgen_smollm2"] = {**rec, "ms_per_query": round(llm_ms, 2)}
+            row["latency_ratio_multihop_vs_iter_retgen"] = round(row["multihop"]["ms_per_query"] / llm_ms, 4)
+        res["llm_rewrite_subset"] = llm_row
+    report("multihop", res)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for k in args.ks:
+            row = res["by_k"][str(k)]
+            for label, marker in (("dense", "o"), ("multihop", "s")):
+                mean_r = np.mean([row[label][n] for n in sets])
+                ax.scatter(row[label]["ms_per_query"], mean_r, marker=marker, s=50, label=f"{label} k={k}")
+            if "llm_rewrite_subset" in res:
+                sub = res["llm_rewrite_subset"][str(k)]["iter_retgen_smollm2"]
+                ax.scatter(sub["ms_per_query"], np.mean([sub[n] for n in sets]), marker="^", s=50,
+                           label=f"Iter-RetGen (SmolLM2) k={k}, subset")
+        ax.set_xscale("log")
+        ax.set_xlabel("ms per query (2 CPU cores, log)")
+        ax.set_ylabel("mean recall of gold passages (%)")
+        ax.set_title(f"Multi-hop dev sets, {len(store)} passages")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plot_path("multihop"), dpi=120)
+
+
+if __name__ == "__main__":
+    main()

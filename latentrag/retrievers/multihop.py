@@ -1,0 +1,383 @@
+"""``MultiHopRetriever``: multi-hop retrieval in embedding space (TreeHop, METHODS.md §1).
+
+Per batch of questions, each hop is one batched hop-network forward and one ``store.search``:
+
+1. Hop 1 searches the question embeddings; the best ``top_n`` hits of each question are the first
+   layer of its tree.
+2. For every kept node the hop network turns (parent query, passage vector) into a next query; all
+   next queries of all questions are searched in one call, ``top_n`` children each.
+3. Pruning, per question: a child already in the tree (or twice in the layer) is dropped
+   (redundancy); a branch whose best child scores below ``stop_score`` ends there (score stop);
+   of the rest, only the true layer-wise top-``layer_k`` by score survive (``argpartition`` over the
+   whole layer, not the public code's argsort-as-ranks bug).
+4. The final ``k`` are chosen across hops by a fused score (``fusion``; see :func:`fuse`). The
+   default, ``path``, scores a passage found at hop ``t`` by its path score
+   ``alpha * parent_path + (1 - alpha) * sim(q_t, p) - hop_penalty`` and lets it compete with the
+   dense list on ``max(sim(q, p), path score)``; ``alpha`` and ``hop_penalty`` are calibrated on the
+   dev sets and stored with the model.
+
+Passage vectors come from the search itself (``with_vectors=True``), so any
+:class:`~latentrag.stores.base.Store` works.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from latentrag.errors import InvalidInputError, StoreError, check_positive_int, check_query
+from latentrag.models.hop import HopModel, check_model_encoder, shipped_model
+from latentrag.retrievers.base import BaseRetriever
+from latentrag.stores.base import Filter, Store, check_queries
+from latentrag.types import Hit
+
+Fusion = Literal["path", "rrf", "dense_fill"]
+FUSIONS: tuple[str, ...] = ("path", "rrf", "dense_fill")
+#: Used when a model's config carries no calibrated values.
+DEFAULT_ALPHA = 0.3
+DEFAULT_HOP_PENALTY = 0.1
+#: RRF's rank offset (the usual 60).
+RRF_K = 60
+
+
+# ------------------------------------------------------------------------------------------------ the hop tree
+@dataclass
+class HopNode:
+    """One retrieved passage in a question's hop tree.
+
+    ``score`` is the similarity of the passage to the query that found it; ``path_score`` is
+    ``score`` at hop 1 and ``alpha * parent.path_score + (1 - alpha) * score - hop_penalty`` later;
+    ``question_sim`` is the passage's similarity to the question itself; ``status`` is ``kept`` or
+    why it was pruned (``duplicate``, ``layer_top_k``, ``stop``).
+    """
+
+    id: str
+    text: str
+    hop: int
+    score: float
+    path_score: float
+    parent_id: str | None = None
+    question_sim: float = float("-inf")
+    status: str = "kept"
+    children: list[HopNode] = field(default_factory=list)
+
+
+@dataclass
+class HopTrace:
+    """The hop tree of one question plus the final hits; ``render()`` (and ``str()``) draws it."""
+
+    query: str
+    roots: list[HopNode]
+    hits: list[Hit]
+    hops_run: int
+    stop_reason: str
+
+    def render(self, width: int = 70, show_pruned: bool = False) -> str:
+        final = {h.id: i + 1 for i, h in enumerate(self.hits)}
+        lines = [f"Q: {self.query}", f"   ({self.hops_run} hop(s) run; {self.stop_reason})"]
+
+        def walk(nodes: list[HopNode], prefix: str) -> None:
+            shown = [n for n in nodes if show_pruned or n.status == "kept"]
+            for i, node in enumerate(shown):
+                last = i == len(shown) - 1
+                mark = f"#{final[node.id]}" if node.id in final else "  "
+                text = " ".join(node.text.split())
+                text = text if len(text) <= width else text[: width - 3] + "..."
+                tag = "" if node.status == "kept" else f" [pruned: {node.status}]"
+                lines.append(f"{prefix}{'└─ ' if last else '├─ '}{mark:>3} hop {node.hop} "
+                             f"sim={node.score:.3f} path={node.path_score:.3f} [{node.id}] {text}{tag}")
+                walk(node.children, prefix + ("   " if last else "│  "))
+
+        walk(self.roots, "")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+# ------------------------------------------------------------------------------------------------ pure functions
+def layer_top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest ``scores`` of a whole layer, best first (ties: lower index first).
+
+    The layer is the concatenation of every branch's children, so it is *not* sorted; a plain
+    ``argpartition`` over it selects the true top-k (the public TreeHop code mistook an argsort for
+    ranks here). ``-inf`` entries are never selected.
+
+    >>> layer_top_k(np.array([0.9, 0.5, 0.8, 0.7]), 2).tolist()
+    [0, 2]
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    valid = np.flatnonzero(np.isfinite(s))
+    if k <= 0 or valid.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if valid.size > k:
+        part = np.argpartition(-s[valid], k - 1)[:k]
+        valid = valid[part]
+    order = np.lexsort((valid, -s[valid]))
+    return valid[order].astype(np.int64)
+
+
+def fuse(layers: list[list[HopNode]], k: int, fusion: str, dense_keep: float = 0.0) -> list[tuple[HopNode, float]]:
+    """Choose the final ``k`` nodes across hop layers (each layer best first, ids unique overall).
+
+    - ``path``: ``max(question_sim, path_score)``: a later-hop passage displaces a dense hit only when
+      its path through a strong parent scores higher than the dense hit's own similarity.
+    - ``rrf``: reciprocal-rank fusion of the per-hop rankings, ``1 / (60 + rank)``.
+    - ``dense_fill``: the first ``dense_keep * k`` hop-1 passages, then later-hop passages by path score,
+      then the remaining hop-1 passages (fused score: ``1 / position``).
+    """
+    m = min(k, int(dense_keep * k))
+    if fusion == "path":
+        every = [(n, max(n.question_sim, n.path_score)) for layer in layers for n in layer]
+        kept = {n.id for n in layers[0][:m]} if layers else set()
+        # the reserved dense prefix first, then everything else by fused score
+        every.sort(key=lambda t: (t[0].id not in kept, -t[1], t[0].hop))
+        return every[:k]
+    if fusion == "rrf":
+        scored = [(n, 1.0 / (RRF_K + r + 1)) for layer in layers for r, n in enumerate(layer)]
+        scored.sort(key=lambda t: (-t[1], t[0].hop))
+        return scored[:k]
+    if fusion == "dense_fill":
+        first = layers[0] if layers else []
+        later = sorted((n for layer in layers[1:] for n in layer), key=lambda n: -n.path_score)
+        order = first[: max(m, 1)] + later + first[max(m, 1) :]
+        return [(n, 1.0 / (i + 1)) for i, n in enumerate(order[:k])]
+    msg = f"fusion must be one of {list(FUSIONS)}, got {fusion!r}."
+    raise InvalidInputError(msg)
+
+
+# ------------------------------------------------------------------------------------------------ retriever
+class MultiHopRetriever(BaseRetriever):
+    """TreeHop multi-hop retrieval over any :class:`~latentrag.stores.base.Store`.
+
+    Args:
+        store: the passages (any Store; vectors are read back through ``search(with_vectors=True)``).
+        k: passages returned (deduplicated, chosen across hops by ``fusion``).
+        n_hops: maximum hops (1 = plain dense retrieval).
+        top_n: hits searched per query at every hop; also the hop-1 nodes that are expanded.
+        layer_k: layer-wise top-K, the nodes a later hop keeps and expands (default ``top_n``).
+        model: a :class:`~latentrag.models.hop.HopModel`, a folder saved by it, or ``None`` for the
+            shipped weights. It must have been trained for the store's encoder.
+        fusion: ``"path"``, ``"rrf"`` or ``"dense_fill"`` (see :func:`fuse`).
+        alpha: weight of the parent's path score in a child's path score; ``"auto"`` takes the
+            dev-calibrated value stored with the model.
+        hop_penalty: subtracted from a child's path score per hop; ``"auto"`` as for ``alpha``.
+        dense_keep: fraction of ``k`` reserved for the best dense (hop-1) passages, placed first; the
+            remaining slots go to every passage by fused score.
+        stop_score: a branch ends when its best child's similarity is below this; ``"auto"`` takes the
+            value calibrated on dev data and stored with the model; ``None`` disables the stop.
+        filter: metadata filter passed to every search.
+
+    >>> from latentrag import FaissStore
+    >>> store = FaissStore.from_texts(["Paris is in France.", "Rome is in Italy."], ids=["p", "r"])
+    >>> [h.id for h in MultiHopRetriever(store, k=2).retrieve("Which country is Rome in?")][0]
+    'r'
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        k: int = 10,
+        n_hops: int = 2,
+        top_n: int = 5,
+        *,
+        layer_k: int | None = None,
+        model: HopModel | str | os.PathLike[str] | None = None,
+        fusion: Fusion = "path",
+        alpha: float | Literal["auto"] = "auto",
+        hop_penalty: float | Literal["auto"] = "auto",
+        dense_keep: float = 0.5,
+        stop_score: float | Literal["auto"] | None = "auto",
+        filter: Filter | None = None,
+    ) -> None:
+        super().__init__(k)
+        self.n_hops = check_positive_int("n_hops", n_hops)
+        self.top_n = check_positive_int("top_n", top_n)
+        self.layer_k = self.top_n if layer_k is None else check_positive_int("layer_k", layer_k)
+        if fusion not in FUSIONS:
+            msg = f"fusion must be one of {list(FUSIONS)}, got {fusion!r}."
+            raise InvalidInputError(msg)
+        self.fusion = fusion
+        if isinstance(dense_keep, bool) or not isinstance(dense_keep, (int, float)) or not 0 <= dense_keep <= 1:
+            msg = f"dense_keep must be a fraction in [0, 1], got {dense_keep!r}."
+            raise InvalidInputError(msg)
+        self.dense_keep = float(dense_keep)
+        self.store = store
+        self.filter = filter
+        enc_name, enc_dim = str(store.encoder.name), int(store.dim)
+        if model is None:
+            self.model = shipped_model(enc_name, enc_dim)
+        elif isinstance(model, HopModel):
+            check_model_encoder(model.config(), enc_name, enc_dim, where="the given HopModel")
+            self.model = model
+        elif isinstance(model, (str, os.PathLike)):
+            self.model = HopModel.load(model, encoder_name=enc_name, encoder_dim=enc_dim)
+        else:
+            msg = f"model must be a HopModel, a folder path or None, got {type(model).__name__}."
+            raise InvalidInputError(msg)
+        if stop_score == "auto":
+            stop_score = self.model.extra.get("stop_score")
+        if stop_score is not None and not isinstance(stop_score, (int, float)):
+            msg = f"stop_score must be a float, 'auto' or None, got {stop_score!r}."
+            raise InvalidInputError(msg)
+        self.stop_score: float | None = None if stop_score is None else float(stop_score)
+        self.alpha = self._calibrated("alpha", alpha, DEFAULT_ALPHA)
+        self.hop_penalty = self._calibrated("hop_penalty", hop_penalty, DEFAULT_HOP_PENALTY)
+        if not 0.0 <= self.alpha <= 1.0:
+            msg = f"alpha must be in [0, 1], got {self.alpha!r}."
+            raise InvalidInputError(msg)
+
+    def _calibrated(self, name: str, value: object, default: float) -> float:
+        if value == "auto":
+            return float(self.model.extra.get(name, default))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            msg = f"{name} must be a float or 'auto', got {value!r}."
+            raise InvalidInputError(msg)
+        return float(value)
+
+    def __repr__(self) -> str:
+        return (f"MultiHopRetriever(k={self.k}, n_hops={self.n_hops}, top_n={self.top_n}, layer_k={self.layer_k}, "
+                f"fusion={self.fusion!r}, alpha={self.alpha}, hop_penalty={self.hop_penalty}, "
+                f"stop_score={self.stop_score})")
+
+    # -------------------------------------------------------------------------------------------- public
+    def trace(self, query: str, k: int | None = None) -> HopTrace:
+        """Run one query and return its hop tree (kept and pruned nodes) with the final hits."""
+        return self._run([check_query(query)], self._k(k), None)[0]
+
+    def trace_batch(self, queries: Sequence[str], k: int | None = None,
+                    vectors: np.ndarray | None = None) -> list[HopTrace]:
+        """:meth:`trace` for many queries (optionally with precomputed query embeddings)."""
+        return self._run([check_query(q) for q in queries], self._k(k), vectors)
+
+    def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[list[Hit]]:
+        return [t.hits for t in self._run(queries, k, vectors)]
+
+    # -------------------------------------------------------------------------------------------- core
+    def _run(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[HopTrace]:
+        if len(self.store) == 0:
+            msg = "the store is empty; add documents (store.add(...) or `latentrag index`) before retrieving."
+            raise StoreError(msg)
+        n = len(queries)
+        q0 = self.store.encoder.encode(queries) if vectors is None else check_queries(vectors, self.store.dim)
+        if len(q0) != n:
+            msg = f"got {len(q0)} query vectors for {n} queries; give one vector per query."
+            raise InvalidInputError(msg)
+        first = self.store.search(q0, max(k, self.top_n), filter=self.filter, with_vectors=True)
+        seen: list[set[str]] = [set() for _ in range(n)]
+        roots: list[list[HopNode]] = [[] for _ in range(n)]
+        layers: list[list[list[HopNode]]] = [[[]] for _ in range(n)]
+        # frontier rows: (question, node, query vector that found it's parent-side: the node's own next query input)
+        front_q: list[int] = []
+        front_node: list[HopNode] = []
+        front_vec: list[np.ndarray] = []
+        front_c: list[np.ndarray] = []
+        hits_by_id: list[dict[str, Hit]] = [{} for _ in range(n)]
+        for qi, hits in enumerate(first):
+            for rank, h in enumerate(hits):
+                if h.id in seen[qi]:
+                    continue
+                seen[qi].add(h.id)
+                hits_by_id[qi][h.id] = h
+                node = HopNode(h.id, h.text, 1, h.score, h.score, question_sim=h.score)
+                roots[qi].append(node)
+                layers[qi][0].append(node)
+                if rank < self.top_n and self.n_hops > 1:
+                    front_q.append(qi)
+                    front_node.append(node)
+                    front_vec.append(q0[qi])
+                    front_c.append(_vector_of(h, self.store))
+        hops_run = [1] * n
+        stop_reason = ["n_hops reached" if self.n_hops == 1 else "no branch left"] * n
+        for hop in range(2, self.n_hops + 1):
+            if not front_node:
+                break
+            qnext = self.model.next_queries(np.stack(front_vec), np.stack(front_c))
+            # A next query often finds its own parent (or other passages already in the tree) again:
+            # fetch a margin so each branch still gets ``top_n`` new children after redundancy pruning.
+            found = self.store.search(qnext, 2 * self.top_n, filter=self.filter, with_vectors=True)
+            # Group candidate children per question.
+            cand: dict[int, list[tuple[int, Hit]]] = {}
+            for row, hits in enumerate(found):
+                seen_q = seen[front_q[row]]
+                fresh = [h for h in hits if h.id not in seen_q][: self.top_n]
+                dupes = [h for h in hits[: self.top_n] if h.id in seen_q]
+                cand.setdefault(front_q[row], []).extend((row, h) for h in fresh + dupes)
+            new_q, new_node, new_vec, new_c = [], [], [], []
+            for qi, items in cand.items():
+                hops_run[qi] = hop
+                layer: list[HopNode] = []
+                scores: list[float] = []
+                best_child: dict[int, float] = {}
+                for row, h in items:
+                    best_child[row] = max(best_child.get(row, -np.inf), h.score)
+                layer_seen: dict[str, int] = {}
+                for row, h in items:
+                    parent = front_node[row]
+                    vec = _vector_of(h, self.store)
+                    node = HopNode(h.id, h.text, hop, h.score,
+                                   self.alpha * parent.path_score + (1 - self.alpha) * h.score - self.hop_penalty,
+                                   parent_id=parent.id, question_sim=float(vec @ q0[qi]))
+                    parent.children.append(node)
+                    if h.id in seen[qi]:
+                        node.status = "duplicate"
+                    elif self.stop_score is not None and best_child[row] < self.stop_score:
+                        node.status = "stop"
+                    elif h.id in layer_seen:
+                        other = layer[layer_seen[h.id]]
+                        if node.path_score > other.path_score:
+                            other.status, scores[layer_seen[h.id]] = "duplicate", -np.inf
+                            layer_seen[h.id] = len(layer)
+                        else:
+                            node.status = "duplicate"
+                    else:
+                        layer_seen[h.id] = len(layer)
+                    layer.append(node)
+                    scores.append(node.path_score if node.status == "kept" else -np.inf)
+                    hits_by_id[qi].setdefault(h.id, h)
+                keep = set(layer_top_k(np.array(scores), self.layer_k).tolist())
+                kept_layer = []
+                for j, node in enumerate(layer):
+                    if node.status != "kept":
+                        continue
+                    if j not in keep:
+                        node.status = "layer_top_k"
+                        continue
+                    seen[qi].add(node.id)
+                    kept_layer.append(node)
+                    if hop < self.n_hops:
+                        row = items[j][0]
+                        new_q.append(qi)
+                        new_node.append(node)
+                        new_vec.append(qnext[row])
+                        new_c.append(_vector_of(items[j][1], self.store))
+                kept_layer.sort(key=lambda nd: -nd.path_score)
+                layers[qi].append(kept_layer)
+                if not kept_layer:
+                    stop_reason[qi] = f"score stop at hop {hop}" if self.stop_score is not None else "no new passage"
+                elif hop == self.n_hops:
+                    stop_reason[qi] = "n_hops reached"
+            front_q, front_node, front_vec, front_c = new_q, new_node, new_vec, new_c
+        traces = []
+        for qi in range(n):
+            chosen = fuse(layers[qi], k, self.fusion, self.dense_keep)
+            hits = []
+            for node, fused in chosen:
+                base = hits_by_id[qi][node.id]
+                meta = dict(base.meta)
+                meta.update(hop=node.hop, parent_id=node.parent_id, path_score=float(node.path_score),
+                            similarity=float(node.score), question_similarity=float(node.question_sim))
+                hits.append(base.copy(score=float(fused), metadata=meta))
+            traces.append(HopTrace(queries[qi], roots[qi], hits, hops_run[qi], stop_reason[qi]))
+        return traces
+
+
+def _vector_of(hit: Hit, store: Store) -> np.ndarray:
+    if hit.vector is not None:
+        return np.asarray(hit.vector, dtype=np.float32)
+    return np.asarray(store.vectors([hit.id])[0], dtype=np.float32)
+
