@@ -210,6 +210,9 @@ class OnnxMiniLMEncoder(BaseEncoder):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # No busy-waiting after a run: spinning ORT threads would steal the cores from the faiss search
+        # and the torch hop network that run right after query encoding (measured: 23 -> 0.5 ms per hop).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
         self._input_names = {i.name for i in self.session.get_inputs()}
         self.dim = 384

@@ -311,6 +311,8 @@ class FaissStore:
         if filter:
             rows = np.array([r for r in self._row.values() if matches(self._metas[r], filter)], dtype=np.int64)
             return self._exact_subset(q, k, rows)
+        if self.index_type == "flat" and self._vecs is not None:
+            return self._flat_search(q, k)
         self._ensure_trained()
         if self._index is None:  # untrained PQ store: exact search over the buffered vectors
             return self._exact_subset(q, k, np.flatnonzero(self._alive))
@@ -320,6 +322,33 @@ class FaissStore:
         if dead:
             scores, rows = _drop_dead(scores, rows, self._alive, k)
         return scores[:, :k], rows[:, :k]
+
+    def _flat_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner-product top-``k`` with one BLAS matrix product per chunk of queries.
+
+        Faster than ``IndexFlatIP.search`` on 2 cores at every batch size measured (1 query: 2.2 vs
+        4.5 ms, 256 queries: 97 vs 206 ms on 23k x 384), and the small batches are the latency path of
+        retrieval and multi-hop. Deleted rows are masked; chunks keep the score matrix under ~64 MB.
+        """
+        assert self._vecs is not None
+        n = len(self._vecs)
+        width = min(k, len(self._row))
+        out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+        out_r = np.full((len(q), k), -1, dtype=np.int64)
+        if width == 0:
+            return out_s[:, :0], out_r[:, :0]
+        dead = ~self._alive
+        step = max(1, (16 << 20) // max(n, 1))
+        for s in range(0, len(q), step):
+            sims = q[s : s + step] @ self._vecs.T
+            if dead.any():
+                sims[:, dead] = -np.inf
+            top = np.argpartition(-sims, width - 1, axis=1)[:, :width]
+            top_s = np.take_along_axis(sims, top, axis=1)
+            order = np.argsort(-top_s, axis=1, kind="stable")
+            out_s[s : s + step, :width] = np.take_along_axis(top_s, order, axis=1)
+            out_r[s : s + step, :width] = np.take_along_axis(top, order, axis=1)
+        return out_s[:, :width], out_r[:, :width]
 
     def _exact_subset(self, q: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         width = min(k, len(rows))
