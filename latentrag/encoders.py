@@ -187,7 +187,7 @@ class OnnxMiniLMEncoder(BaseEncoder):
         *,
         model_path: str | os.PathLike[str] | None = None,
         tokenizer_path: str | os.PathLike[str] | None = None,
-        batch_size: int = 16,
+        batch_size: int = 8,
         cache_size: int = 0,
         max_length: int = 256,
         threads: int | None = None,

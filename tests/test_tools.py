@@ -113,7 +113,8 @@ def test_usage_examples_fix_what_descriptions_miss(encoder, tools_retriever):
 def test_refiner_is_trained_and_changes_scores(tools_retriever, encoder):
     assert tools_retriever.refiner is not None
     # "auto" keeps a refiner only with 100+ examples and a held-out win; 19 examples are too few
-    assert ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder).refiner is None
+    assert ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder, refiner="auto").refiner is None
+    assert ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder).refiner is None  # default: off
     q = tools_retriever.encoder.encode(["How's Microsoft doing on the market?"])
     base = ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=tools_retriever.encoder, refiner=False)
     a = tools_retriever.score_rows(q, 3)[0]

@@ -90,9 +90,10 @@ class ToolRetriever(BaseRetriever):
         """Index ``tools`` (any mix of OpenAI/MCP schema dicts, LangChain and LlamaIndex tools) and optional
         usage ``examples`` (``(query, [tool names])`` pairs).
 
-        ``refiner="auto"`` trains the small re-scorer when there are at least 100 examples and keeps it only
-        if it beats the first stage on a held-out fifth of them; ``True`` always
-        trains it, ``False`` skips it.
+        ``refiner=True`` trains the small re-scorer on the examples; ``"auto"`` trains it when there are at
+        least 100 examples and keeps it only if it beats the first stage on a held-out fifth of them. The
+        default is ``False``: on ToolBench and APIBench (``benchmarks/tools.py``) the refiner did not beat
+        Tool2Vec alone.
         """
         r = cls(encoder, k, weights=weights, keep_turns=keep_turns)
         r.add_tools(tools)
@@ -230,10 +231,13 @@ class ToolRetriever(BaseRetriever):
         return query, out
 
     # ------------------------------------------------------------------ learned parts
-    def fit(self, *, epochs: int | None = None, seed: int = 0, validate: bool = False, **kwargs: Any) -> ToolRetriever:
+    def fit(
+        self, *, epochs: int | None = None, seed: int = 0, validate: bool = False, **kwargs: Any
+    ) -> ToolRetriever:
         """Train the :class:`~latentrag.models.tool_refiner.ToolRefiner` on the indexed examples (leave-one-out
-        features, so it learns from the situation it will meet at query time). Seconds on a CPU. With ``validate=True`` the refiner is kept only if it beats the first stage on held-out examples
-        (else ``self.refiner`` stays ``None``)."""
+        features, so it learns from the situation it will meet at query time). Seconds on a CPU. With
+        ``validate=True`` the refiner is kept only if it beats the first stage on held-out examples (else
+        ``self.refiner`` stays ``None``)."""
         from latentrag.training.tools import train_refiner
 
         with self._lock:

@@ -85,7 +85,7 @@ def train_refiner(index: Any, weights: Any, *, epochs: int = 100, lr: float = 3e
     if len(x) == 0:
         msg = "none of the usage examples has its tool among the first-stage candidates; the refiner cannot train."
         raise InvalidInputError(msg)
-    opts = {"epochs": epochs, "lr": lr, "hidden": hidden, "weight_decay": weight_decay, "seed": seed}
+    opts: dict[str, Any] = {"epochs": epochs, "lr": lr, "hidden": hidden, "weight_decay": weight_decay, "seed": seed}
     if validate:
         perm = np.random.default_rng(seed).permutation(len(x))
         n_hold = max(1, int(holdout * len(x)))
