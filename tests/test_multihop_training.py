@@ -15,8 +15,8 @@ def test_load_examples_orders_hops_and_infers_missing_order(data_dir):
     ex = load_examples([data_dir / "multihop" / "train.part0.jsonl"])
     assert len(ex) > 100
     wiki = next(e for e in ex if e.dataset == "2wikimultihopqa")
-    raw = next(json.loads(line) for line in open(data_dir / "multihop" / "train.part0.jsonl")
-               if json.loads(line)["id"] == wiki.qid)
+    lines = (data_dir / "multihop" / "train.part0.jsonl").read_text().splitlines()
+    raw = next(json.loads(line) for line in lines if json.loads(line)["id"] == wiki.qid)
     by_hop = sorted(raw["gold"], key=lambda g: g["hop"])
     assert wiki.gold[0].startswith(by_hop[0]["title"]) and wiki.ordered
     assert all(p not in wiki.gold for p in wiki.pool)

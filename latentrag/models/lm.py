@@ -133,7 +133,8 @@ def _load_default() -> LanguageModel:
     try:
         _write_cache(lm, tok, folder)
     except OSError as exc:  # a read-only home must not stop the model from working
-        logger.warning("could not write the fp32 LM cache to %s (%s); set LATENTRAG_CACHE to a writable folder", folder, exc)
+        logger.warning("could not write the fp32 LM cache to %s (%s); set LATENTRAG_CACHE to a writable folder",
+                       folder, exc)
     return _wrap(lm, tok, DEFAULT_LM_NAME)
 
 
