@@ -89,6 +89,34 @@ def recall_at(r: ToolRetriever, queries: list[tuple[str, list[str]]], k: int) ->
     return 100 * found / sum(len(g) for _, g in queries), ms
 
 
+def scaling(base: ToolRetriever, queries: list[str], sizes: tuple[int, ...] = (100, 1000, 10000),
+            per_tool: int = 5) -> dict[str, float]:
+    """Selection cost beyond query encoding (ms per query) at ``sizes`` tools with ``per_tool`` examples
+    each: ToolBench's real description vectors, tiled with small noise to reach the size."""
+    from latentrag.retrievers.tool_index import ToolIndex
+
+    rng = np.random.default_rng(0)
+    desc = base._index.desc
+    q = base.encoder.encode(queries)
+    out = {}
+    for n in sizes:
+        vecs = desc[np.arange(n) % len(desc)] + 0.02 * rng.standard_normal((n, desc.shape[1])).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        r = ToolRetriever(base.encoder, k=5)
+        r._index = ToolIndex(desc.shape[1])
+        r._index.add_tools(vecs)
+        ex = np.repeat(vecs, per_tool, axis=0) + 0.1 * rng.standard_normal((n * per_tool, desc.shape[1])).astype(
+            np.float32)
+        r._index.add_examples(ex / np.linalg.norm(ex, axis=1, keepdims=True),
+                              [[i // per_tool] for i in range(n * per_tool)])
+        r.score_rows(q[:1], 5)
+        t0 = time.perf_counter()
+        for row in q:
+            r.score_rows(row[None, :], 5)
+        out[f"{n}_tools_ms"] = round((time.perf_counter() - t0) * 1000 / len(q), 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10])
@@ -97,11 +125,13 @@ def main() -> None:
     ap.add_argument("--plot", action="store_true")
     args = ap.parse_args()
     res: dict[str, Any] = {"baseline": "description-only ToolRetriever.from_tools(tools)", "sets": {}}
-    for set_name, loader in (("toolbench", toolbench), ("apibench_hf", apibench)):
+    sets = (("toolbench", toolbench), ("apibench_hf", apibench), ("apibench_tf", lambda: apibench("tensorflow")))
+    for set_name, loader in sets:
         tools, queries = loader()
         examples, dev, test = split(queries, args.seed)
         base = ToolRetriever.from_tools(tools, k=5)
         t2v = ToolRetriever.from_tools(tools, examples=examples, k=5, refiner=False)
+        assert base.refiner is None
         t0 = time.perf_counter()
         refined = ToolRetriever.from_tools(tools, examples=examples, k=5, refiner=True)
         fit_s = time.perf_counter() - t0
@@ -120,7 +150,7 @@ def main() -> None:
             row["dev_grid_R@5"] = grid
         arms = (("description", base), ("tool2vec", t2v), ("tool2vec_refiner", refined), ("refiner_auto", default))
         for label, r in arms:
-            for k in args.k:
+            for k in sorted({1, *args.k}):
                 rec, ms = recall_at(r, test, k)
                 row.setdefault(label, {})[f"R@{k}"] = round(rec, 2)
                 row[label]["ms_per_query"] = round(ms, 3)
@@ -129,6 +159,8 @@ def main() -> None:
             row[label]["R@5_gain_points"] = round(row[label]["R@5"] - row["description"]["R@5"], 2)
             row[label]["latency_ratio"] = round(row[label]["ms_per_query"] / row["description"]["ms_per_query"], 2)
         res["sets"][set_name] = row
+        if set_name == "toolbench":
+            res["selection_ms_beyond_encoding"] = scaling(base, [q for q, _ in test[:200]])
     report("tools", res)
     if args.plot:
         import matplotlib

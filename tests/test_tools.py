@@ -114,7 +114,7 @@ def test_refiner_is_trained_and_changes_scores(tools_retriever, encoder):
     assert tools_retriever.refiner is not None
     # "auto" keeps a refiner only with 100+ examples and a held-out win; 19 examples are too few
     assert ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder, refiner="auto").refiner is None
-    assert ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder).refiner is None  # default: off
+    assert ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder).refiner is None  # default is auto
     q = tools_retriever.encoder.encode(["How's Microsoft doing on the market?"])
     base = ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=tools_retriever.encoder, refiner=False)
     a = tools_retriever.score_rows(q, 3)[0]
@@ -239,3 +239,17 @@ async def test_llama_index_object_retriever(tools_retriever):
     assert got_async[0] is TOOLS[4]
     agent = FunctionAgent(tool_retriever=oret, llm=MockLLM())  # pydantic accepts the subclass
     assert agent.tool_retriever is oret
+
+
+def test_cli_train_tools(tmp_path, capsys):
+    import json
+
+    from latentrag.cli import main as cli
+
+    (tmp_path / "tools.json").write_text(json.dumps(TOOLS))
+    (tmp_path / "ex.jsonl").write_text("\n".join(json.dumps({"query": q, "tools": t}) for q, t in EXAMPLES))
+    assert cli(["train", "tools", "--tools", str(tmp_path / "tools.json"), "--examples", str(tmp_path / "ex.jsonl"),
+                "--out", str(tmp_path / "out"), "--refiner", "on"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out == {"tools": 12, "examples": 19, "refiner": True, "out": str(tmp_path / "out")}
+    assert ToolRetriever.load(tmp_path / "out").retrieve("Is it sunny in Rome?", k=1)[0].id == "get_weather"

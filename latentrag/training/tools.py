@@ -98,3 +98,29 @@ def train_refiner(index: Any, weights: Any, *, epochs: int = 100, lr: float = 3e
         if _mrr(refined, mask[hold]) <= _mrr(x[hold][..., 4], mask[hold]):
             return None
     return _fit(x, mask, **opts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``latentrag train tools``: index tools and usage examples, train the refiner, save the retriever."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from latentrag.retrievers.tools import ToolRetriever
+
+    p = argparse.ArgumentParser(prog="latentrag train tools", description=main.__doc__)
+    p.add_argument("--tools", required=True, help="JSON file: a list of OpenAI or MCP tool schemas")
+    p.add_argument("--examples", required=True, help="JSONL file: one {\"query\": ..., \"tools\": [names]} per line")
+    p.add_argument("--out", required=True, help="folder for the saved ToolRetriever")
+    p.add_argument("--refiner", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    tools = json.loads(Path(args.tools).read_text(encoding="utf-8"))
+    examples = [json.loads(line) for line in Path(args.examples).read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    refiner: bool | str = {"auto": "auto", "on": True, "off": False}[args.refiner]
+    r = ToolRetriever.from_tools(tools, examples=examples, refiner=refiner)
+    r.save(args.out)
+    print(json.dumps({"tools": len(r), "examples": len(r.examples), "refiner": r.refiner is not None,
+                      "out": args.out}))
+    return 0
