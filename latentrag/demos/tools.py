@@ -29,8 +29,11 @@ TOOLS = [
 EXAMPLES = [
     ("Do I need an umbrella in Oslo right now?", ["get_weather"]),
     ("How hot is it in Cairo today?", ["get_weather"]),
+    ("Is it cold outside in Chicago?", ["get_weather"]),
     ("Will it snow in Denver this weekend?", ["get_forecast"]),
     ("Tell Anna by mail that I'm late", ["send_email"]),
+    ("Let the team know the demo moved to Friday", ["send_email"]),
+    ("Write to my landlord about the broken heater", ["send_email"]),
     ("How is Apple trading?", ["stock_price"]),
     ("Put on some jazz", ["play_music"]),
 ]
@@ -39,7 +42,7 @@ REQUESTS = ["Should I take a jacket to Paris tonight?", "What's Nvidia at right 
 
 
 def run(out: TextIO) -> None:
-    print("\n== Tool selection (ToolRetriever, 12 tools, 6 usage examples, k=2) ==", file=out)
+    print("\n== Tool selection (ToolRetriever, 12 tools, 9 usage examples, k=2) ==", file=out)
     plain = ToolRetriever.from_tools(TOOLS, k=2)
     t2v = ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, k=2)
     for q in REQUESTS:
