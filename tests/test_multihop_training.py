@@ -53,3 +53,22 @@ def test_train_one_epoch_end_to_end(data_dir, tmp_path):
     assert 0.0 <= model.extra["alpha"] <= 1.0 and "stop_score" in model.extra
     assert report["best_epoch"] == 1 and (tmp_path / "m" / "MODEL_CARD.md").is_file()
     assert report["dev_multihop_calibrated"]["hotpotqa"]["R@10"] > 0
+
+
+def test_train_end_to_end_small(data_dir, tmp_path, monkeypatch):
+    """CI's real end-to-end training path: 150 questions, one epoch, calibration, save, reload, retrieve."""
+    from latentrag import FaissStore
+    from latentrag.retrievers import MultiHopRetriever
+    from latentrag.training.multihop import train_multihop
+
+    monkeypatch.setenv("LATENTRAG_CACHE", str(tmp_path / "cache"))
+    lines = (data_dir / "multihop" / "train.part0.jsonl").read_text().splitlines()[:150]
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    report = train_multihop([tmp_path / "train.jsonl"], tmp_path / "m", epochs=1, progress=False,
+                            dev_paths=[str(data_dir / "multihop" / "dev_hotpotqa.part1.jsonl")])
+    assert report["n_train_questions"] == 150 and report["best_epoch"] == 1
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "latentrag train multihop" in card and "| hotpotqa |" in card
+    store = FaissStore.from_texts(["Paris is the capital of France.", "France is in Europe."], ids=["p", "f"])
+    hits = MultiHopRetriever(store, k=2, model=tmp_path / "m").retrieve("Which continent is Paris in?")
+    assert {h.id for h in hits} == {"p", "f"}
