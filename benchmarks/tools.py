@@ -117,6 +117,22 @@ def scaling(base: ToolRetriever, queries: list[str], sizes: tuple[int, ...] = (1
     return out
 
 
+def mlc_arm(r: ToolRetriever, queries: list[tuple[str, list[str]]], ks: list[int]) -> dict[str, float]:
+    """Recall of the MLC head alone (tools ranked by their logit), trained on the same usage examples."""
+    from latentrag.models.tool_mlc import train_mlc
+
+    t0 = time.perf_counter()
+    head = train_mlc(r._index)
+    out: dict[str, float] = {"train_s": round(time.perf_counter() - t0, 2)}
+    logits = head.logits(r.encoder.encode([q for q, _ in queries]))
+    names = r.tool_names
+    for k in sorted({1, *ks}):
+        top = np.argsort(-logits, axis=1)[:, :k]
+        found = sum(len(set(g) & {names[j] for j in row}) for (_, g), row in zip(queries, top, strict=True))
+        out[f"R@{k}"] = round(100 * found / sum(len(g) for _, g in queries), 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10])
@@ -149,6 +165,7 @@ def main() -> None:
                     grid[f"desc={wd},mean={wm}"] = round(recall_at(r, dev, 5)[0], 2)
             row["dev_grid_R@5"] = grid
         arms = (("description", base), ("tool2vec", t2v), ("tool2vec_refiner", refined), ("refiner_auto", default))
+        row["mlc"] = mlc_arm(t2v, test, args.k)
         for label, r in arms:
             for k in sorted({1, *args.k}):
                 rec, ms = recall_at(r, test, k)

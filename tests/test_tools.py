@@ -253,3 +253,14 @@ def test_cli_train_tools(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out == {"tools": 12, "examples": 19, "refiner": True, "out": str(tmp_path / "out")}
     assert ToolRetriever.load(tmp_path / "out").retrieve("Is it sunny in Rome?", k=1)[0].id == "get_weather"
+
+
+def test_mlc_head_learns_the_example_labels(tools_retriever):
+    from latentrag.models.tool_mlc import train_mlc
+
+    head = train_mlc(tools_retriever._index, epochs=100)
+    names = tools_retriever.tool_names
+    logits = head.logits(tools_retriever.encoder.encode([q for q, _ in EXAMPLES]))
+    top1 = [names[int(i)] for i in logits.argmax(axis=1)]
+    assert sum(t in tools for t, (_, tools) in zip(top1, EXAMPLES, strict=True)) >= 17  # fits its 19 examples
+    assert logits.shape == (len(EXAMPLES), len(TOOLS))
