@@ -87,9 +87,13 @@ def cmd_query(args: argparse.Namespace) -> int:
     hits = retriever.retrieve(args.question)
     ms = (time.perf_counter() - t0) * 1000
     if args.json:
-        print(json.dumps({"query": args.question, "ms": round(ms, 2),
-                          "hits": [{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata}
-                                   for h in hits]}, ensure_ascii=False))
+        payload: dict[str, Any] = {"query": args.question, "ms": round(ms, 2),
+                                   "hits": [{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata}
+                                            for h in hits]}
+        if args.explain:
+            payload["tree"] = retriever.trace(args.question).render()
+        print(json.dumps(payload, ensure_ascii=False))
+        return 0
     else:
         print(f"{len(hits)} hits in {ms:.1f} ms")
         for rank, h in enumerate(hits, 1):

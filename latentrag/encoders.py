@@ -282,7 +282,10 @@ def load_encoder(model: str | os.PathLike[str] | Encoder | None = None, **kwargs
     """Resolve ``model`` to an encoder: ``None`` or the MiniLM name gives the shipped default, an
     :class:`Encoder` is returned as is, and any other string is a sentence-transformers hub name or path."""
     if model is None or (isinstance(model, str) and model in _DEFAULT_ALIASES):
-        return default_encoder(**kwargs)
+        if set(kwargs) <= {"backend", "cache_size"}:
+            return default_encoder(**kwargs)
+        # other options (batch_size, max_length, ...): a fresh sentence-transformers encoder of the shipped model
+        return SentenceTransformerEncoder(_shipped_minilm_path(), name=DEFAULT_ENCODER_NAME, **kwargs)
     if isinstance(model, Encoder):
         return model
     if isinstance(model, (str, os.PathLike)):

@@ -80,3 +80,9 @@ def test_thread_safe_concurrent_encode(encoder):
 def test_load_encoder_bad_type():
     with pytest.raises(InvalidInputError, match="encoder must be None, a model name or path, or an Encoder, got int"):
         load_encoder(3)  # type: ignore[arg-type]
+
+
+def test_load_encoder_default_with_other_options():
+    enc = load_encoder(None, batch_size=4)
+    assert enc.name == DEFAULT_ENCODER_NAME and enc.batch_size == 4
+    assert enc.encode(["hello"]).shape == (1, 384)

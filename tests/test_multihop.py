@@ -186,3 +186,25 @@ def test_cli_query_explain_prints_the_tree(store, tmp_path, capsys):
     assert cli(["query", BRIDGE, "--store", str(tmp_path / "s"), "--k", "3", "--hops", "2", "--explain"]) == 0
     out = capsys.readouterr().out
     assert "3 hits in" in out and f"Q: {BRIDGE}" in out and "hop 1" in out and "└─" in out
+
+
+def test_numpy_inference_follows_load_state_dict():
+    a, b = HopModel(x_size=8, g_size=16, n_mlp=1), HopModel(x_size=8, g_size=16, n_mlp=1)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.3)
+    q = np.eye(8, dtype=np.float32)[:3]
+    a.next_queries(q, q[::-1].copy())  # fills the inference copy
+    a.load_state_dict(b.state_dict())
+    np.testing.assert_allclose(a.next_queries(q, q[::-1].copy()), b.next_queries(q, q[::-1].copy()), atol=1e-6)
+
+
+def test_cli_json_explain_is_one_json_object(store, tmp_path, capsys):
+    import json
+
+    from latentrag.cli import main as cli
+
+    store.save(tmp_path / "s")
+    assert cli(["query", BRIDGE, "--store", str(tmp_path / "s"), "--hops", "2", "--explain", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tree"].startswith(f"Q: {BRIDGE}") and out["hits"]

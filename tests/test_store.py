@@ -180,3 +180,19 @@ def test_crash_during_save_keeps_previous_store(store, tmp_path, encoder):
     assert len(loaded) in (before, 60000)
     q = loaded.vectors(loaded.ids()[:1])
     assert loaded.search(q, k=1)[0][0].id == loaded.ids()[0]
+
+
+@pytest.mark.parametrize("index", ["pq", "ivfpq"])
+def test_small_untrained_pq_store_survives_deletes_and_save(index, encoder, corpus_vectors, tmp_path):
+    ids = [f"d{i}" for i in range(20)]
+    s = FaissStore.from_texts(ids, ids=ids, vectors=corpus_vectors[:20], encoder=encoder, index=index)
+    assert s.delete(ids[:8]) == 8  # compaction before the quantiser is trained
+    assert s.search(corpus_vectors[8:9], k=1)[0][0].id == "d8"
+    s.save(tmp_path / "s")
+    assert len(FaissStore.load(tmp_path / "s")) == 12
+
+
+def test_huge_k_is_clamped_to_the_live_count(store, encoder):
+    store.delete(["ulm"])
+    res = store.search(encoder.encode(["x"]), k=10**8)[0]
+    assert len(res) == len(store) and "ulm" not in {h.id for h in res}

@@ -59,17 +59,29 @@ def node_to_hit(node: NodeWithScore) -> Hit:
 class LlamaIndexRetriever(BaseRetriever):
     """Any latentrag retriever as a LlamaIndex ``BaseRetriever``."""
 
-    def __init__(self, retriever: Any, k: int | None = None, callback_manager: CallbackManager | None = None) -> None:
+    def __init__(self, retriever: Any, k: int | None = None, callback_manager: CallbackManager | None = None,
+                 use_query_embedding: bool = True) -> None:
         self.retriever = retriever
         self.k = k
+        #: Reuse ``QueryBundle.embedding`` when its dimension matches the retriever's encoder. Set False when
+        #: the bundle is shared with retrievers of another embedding model of the same dimension (e.g. inside
+        #: ``QueryFusionRetriever``), since a foreign vector cannot be told apart by its shape.
+        self.use_query_embedding = use_query_embedding
         super().__init__(callback_manager=callback_manager)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        if query_bundle.embedding is not None and hasattr(self.retriever, "retrieve_with_embedding"):
+        if self.use_query_embedding and self._embedding_fits(query_bundle.embedding):
             hits = self.retriever.retrieve_with_embedding(query_bundle.query_str, query_bundle.embedding, k=self.k)
         else:
             hits = self.retriever.retrieve(query_bundle.query_str, k=self.k)
         return [hit_to_node(h) for h in hits]
+
+    def _embedding_fits(self, embedding: Any) -> bool:
+        if embedding is None or not hasattr(self.retriever, "retrieve_with_embedding"):
+            return False
+        store = getattr(self.retriever, "store", None)
+        encoder = getattr(store, "encoder", None) or getattr(self.retriever, "encoder", None)
+        return encoder is not None and len(embedding) == int(encoder.dim)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)

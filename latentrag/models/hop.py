@@ -130,6 +130,10 @@ class HopModel(nn.Module):
         self._np = None  # weights may change while training: drop the inference copy
         return super().train(mode)
 
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self._np = None  # new weights: drop the inference copy (edit parameters in place only in train mode)
+        return super().load_state_dict(*args, **kwargs)
+
     def _numpy_weights(self) -> dict[str, np.ndarray]:
         if getattr(self, "_np", None) is None:
             with torch.no_grad():

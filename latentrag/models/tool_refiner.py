@@ -63,6 +63,10 @@ class ToolRefiner(nn.Module):
         self._np = None  # weights may change while training: drop the inference copy
         return super().train(mode)
 
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self._np = None  # new weights: drop the inference copy
+        return super().load_state_dict(*args, **kwargs)
+
     def numpy_forward(self, x: np.ndarray) -> np.ndarray:
         """:meth:`forward` in numpy (eval mode): a few tiny matrix products, no torch thread pool to wake
         (which cost ~10 ms per query on 2 cores right after query encoding)."""

@@ -313,8 +313,9 @@ class MultiHopRetriever(BaseRetriever):
                 layer: list[HopNode] = []
                 scores: list[float] = []
                 best_child: dict[int, float] = {}
-                for row, h in items:
-                    best_child[row] = max(best_child.get(row, -np.inf), h.score)
+                for row, h in items:  # the best *new* child: a re-found parent must not keep a branch alive
+                    if h.id not in seen[qi]:
+                        best_child[row] = max(best_child.get(row, -np.inf), h.score)
                 layer_seen: dict[str, int] = {}
                 for row, h in items:
                     parent = front_node[row]
@@ -325,7 +326,7 @@ class MultiHopRetriever(BaseRetriever):
                     parent.children.append(node)
                     if h.id in seen[qi]:
                         node.status = "duplicate"
-                    elif self.stop_score is not None and best_child[row] < self.stop_score:
+                    elif self.stop_score is not None and best_child.get(row, -np.inf) < self.stop_score:
                         node.status = "stop"
                     elif h.id in layer_seen:
                         other = layer[layer_seen[h.id]]
@@ -358,7 +359,8 @@ class MultiHopRetriever(BaseRetriever):
                 kept_layer.sort(key=lambda nd: -nd.path_score)
                 layers[qi].append(kept_layer)
                 if not kept_layer:
-                    stop_reason[qi] = f"score stop at hop {hop}" if self.stop_score is not None else "no new passage"
+                    stopped = any(nd.status == "stop" for nd in layer)
+                    stop_reason[qi] = f"score stop at hop {hop}" if stopped else f"no new passage at hop {hop}"
                 elif hop == self.n_hops:
                     stop_reason[qi] = "n_hops reached"
             front_q, front_node, front_vec, front_c = new_q, new_node, new_vec, new_c

@@ -17,7 +17,6 @@ beyond query encoding stays well under 2 ms at 10,000 tools.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -47,12 +46,11 @@ def _normalize_rows(x: np.ndarray) -> np.ndarray:
 
 
 class ToolIndex:
-    """Vectors for ``n`` tools (rows) and ``m`` usage examples. Not thread-safe for writes by itself; the
-    owning retriever serialises writes. Reads take a consistent snapshot of the arrays under ``lock``."""
+    """Vectors for ``n`` tools (rows) and ``m`` usage examples. Not thread-safe by itself: the owning
+    :class:`~latentrag.retrievers.tools.ToolRetriever` holds its lock around every read and write."""
 
     def __init__(self, dim: int) -> None:
         self.dim = int(dim)
-        self.lock = threading.RLock()
         self.desc = np.zeros((0, dim), dtype=np.float32)  # (n, dim)
         self.sums = np.zeros((0, dim), dtype=np.float32)  # (n, dim)
         self.counts = np.zeros(0, dtype=np.int64)  # (n,)

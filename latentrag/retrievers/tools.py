@@ -272,7 +272,12 @@ class ToolRetriever(BaseRetriever):
 
     def score_rows(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Ranked ``(rows, scores)`` for each query vector in ``q`` (shape (b, dim)): the top ``k``
-        (clamped to the number of tools), best first. Lower-level than :meth:`retrieve`."""
+        (clamped to the number of tools), best first. Lower-level than :meth:`retrieve`; safe to call while
+        other threads add or remove tools."""
+        with self._lock:
+            return self._score_rows(q, k)
+
+    def _score_rows(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         w = self.weights
         n = len(self._index)
         k = min(k, n)

@@ -225,10 +225,13 @@ class FaissStore:
         self._metas = [self._metas[r] for r in keep]
         self._row = {doc_id: r for r, doc_id in enumerate(self._ids)}
         self._alive = np.ones(len(keep), dtype=bool)
-        if self.index_type in _PQ_TYPES and self._index is not None:
-            self._index.reset()  # keeps the trained quantisers
-            self._index.add(vecs)
-            self._vecs = None
+        if self.index_type in _PQ_TYPES:
+            if self._index is not None:
+                self._index.reset()  # keeps the trained quantisers
+                self._index.add(vecs)
+                self._vecs = None
+            else:  # not trained yet: the raw vectors stay buffered until there are enough to train on
+                self._vecs = vecs
         else:
             self._vecs = vecs
             self._index = self._new_index(len(vecs))
@@ -310,6 +313,7 @@ class FaissStore:
         n_rows = len(self._ids)
         if n_rows == 0 or not self._row:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        k = min(k, len(self._row))  # never allocate for more results than live documents
         if filter:
             rows = np.array([r for r in self._row.values() if matches(self._metas[r], filter)], dtype=np.int64)
             return self._exact_subset(q, k, rows)
