@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     tools = json.loads(Path(args.tools).read_text(encoding="utf-8"))
     examples = [json.loads(line) for line in Path(args.examples).read_text(encoding="utf-8").splitlines()
                 if line.strip()]
-    refiner: bool | str = {"auto": "auto", "on": True, "off": False}[args.refiner]
+    choices: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
+    refiner = choices[args.refiner]
     r = ToolRetriever.from_tools(tools, examples=examples, refiner=refiner)
     r.save(args.out)
     print(json.dumps({"tools": len(r), "examples": len(r.examples), "refiner": r.refiner is not None,
