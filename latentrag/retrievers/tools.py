@@ -12,23 +12,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import threading
-import time
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latentrag import versioned
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import InvalidInputError, StoreCorruptError, StoreError, check_query
 from latentrag.retrievers.base import BaseRetriever
 from latentrag.retrievers.tool_index import FEATURES, BlendWeights, ToolIndex
 from latentrag.retrievers.tool_schema import ToolSpec, normalize_tool, normalize_tools
 from latentrag.stores.base import check_encoder
-from latentrag.stores.faiss import _fsync_dir, _sha256, _write_synced
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -324,10 +321,7 @@ class ToolRetriever(BaseRetriever):
         """Save tools, examples, vectors and any trained refiner atomically into the folder ``path``: a new
         version folder is written and fsynced, then the ``CURRENT`` pointer is replaced."""
         root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        version = f"v-{time.time_ns()}-{uuid.uuid4().hex[:8]}"
-        tmp = root / f"{version}.tmp"
-        tmp.mkdir()
+        version, tmp = versioned.begin(root)
         with self._lock:
             with open(tmp / "tools.jsonl", "w", encoding="utf-8") as fh:
                 for s in self._specs:
@@ -352,22 +346,8 @@ class ToolRetriever(BaseRetriever):
                 "weights": self.weights.as_dict(),
                 "refiner": refiner_cfg,
                 "count": len(self._specs),
-                "checksums": {name: _sha256(tmp / name) for name in files},
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-        _write_synced(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
-        for name in files:
-            with open(tmp / name, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        os.replace(tmp, root / version)
-        _write_synced(root / "CURRENT.tmp", version.encode())
-        os.replace(root / "CURRENT.tmp", root / "CURRENT")
-        _fsync_dir(root)
-        for old in root.iterdir():
-            if old.name != version and (old.name.startswith("v-") or old.name == "CURRENT.tmp"):
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        return root
+        return versioned.commit(root, version, tmp, manifest, files)
 
     @classmethod
     def load(
@@ -380,11 +360,10 @@ class ToolRetriever(BaseRetriever):
         """Load a saved retriever. ``tools`` re-attaches the original tool objects by name (so :meth:`select`
         returns them again); without it :meth:`select` returns OpenAI schema dicts."""
         root = Path(path)
-        current = root / "CURRENT"
-        if not current.is_file():
+        folder = versioned.current(root)
+        if folder is None:
             msg = f"no saved ToolRetriever at {str(root)!r} (missing CURRENT); save one with retriever.save(path)."
             raise StoreError(msg)
-        folder = root / current.read_text().strip()
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
         except (OSError, ValueError) as exc:
@@ -396,10 +375,10 @@ class ToolRetriever(BaseRetriever):
                 f"ToolRetriever of format {FORMAT_VERSION}; save it again with this latentrag."
             )
             raise StoreCorruptError(msg)
-        for name, digest in manifest["checksums"].items():
-            if not (folder / name).is_file() or _sha256(folder / name) != digest:
-                msg = f"file {name!r} at {str(folder)!r} fails its checksum; restore it or save the retriever again."
-                raise StoreCorruptError(msg)
+        name = versioned.failed_checksum(folder, manifest)
+        if name is not None:
+            msg = f"file {name!r} at {str(folder)!r} fails its checksum; restore it or save the retriever again."
+            raise StoreCorruptError(msg)
         enc = load_encoder(manifest["encoder"]["name"] if encoder is None else encoder)
         check_encoder(manifest["encoder"]["name"], manifest["encoder"]["dim"], enc, f"the tool index at {str(root)!r}")
         r = cls(enc, manifest["k"], weights=BlendWeights(**manifest["weights"]), keep_turns=manifest["keep_turns"])

@@ -5,18 +5,16 @@ quantisation, 48 bytes per 384-d vector instead of 1,536: 32x smaller). For ``fl
 float32 vectors stay in one array, so ``vectors(ids)`` is a single slice; for the PQ types they are
 decoded from the codes in one batched call.
 
-Saves are atomic: a new version folder is written and fsynced, then a ``CURRENT`` pointer is
-replaced with ``os.replace``. A crash at any point leaves the previous version loadable.
+Saves are atomic (:mod:`latentrag.versioned`): a new version folder is written and fsynced, then a
+``CURRENT`` pointer is replaced with ``os.replace``. A crash at any point leaves the previous version loadable.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -27,6 +25,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from latentrag import versioned
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import (
     DuplicateIdError,
@@ -404,10 +403,7 @@ class FaissStore:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save atomically into the folder ``path``; the previous save stays loadable until the switch."""
         root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        version = f"v-{time.time_ns()}-{uuid.uuid4().hex[:8]}"
-        tmp = root / f"{version}.tmp"
-        tmp.mkdir()
+        version, tmp = versioned.begin(root)
         with self._lock:
             self._compact()
             self._ensure_trained()
@@ -432,31 +428,17 @@ class FaissStore:
                 "index_type": self.index_type,
                 "options": {"hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "pq_m": self.pq_m,
                             "nprobe": self.nprobe},
-                "checksums": {name: _sha256(tmp / name) for name in files},
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-        _write_synced(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
-        for name in files:
-            _fsync_file(tmp / name)
-        _fsync_dir(tmp)
-        os.replace(tmp, root / version)
-        _write_synced(root / "CURRENT.tmp", version.encode())
-        os.replace(root / "CURRENT.tmp", root / "CURRENT")
-        _fsync_dir(root)
-        for old in root.iterdir():
-            if old.name != version and (old.name.startswith("v-") or old.name == "CURRENT.tmp"):
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        return root
+        return versioned.commit(root, version, tmp, manifest, files)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], encoder: Encoder | str | None = None) -> FaissStore:
         """Load a saved store. ``encoder=None`` loads the recorded encoder; another one must match it."""
         root = Path(path)
-        current = root / "CURRENT"
-        if not current.is_file():
+        folder = versioned.current(root)
+        if folder is None:
             msg = f"no saved FaissStore at {str(root)!r} (missing CURRENT); build one with `latentrag index`."
             raise StoreError(msg)
-        folder = root / current.read_text().strip()
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
         except (OSError, ValueError) as exc:
@@ -468,10 +450,10 @@ class FaissStore:
                 f"reads version {FORMAT_VERSION}. Rebuild it with `latentrag index --rebuild`."
             )
             raise StoreCorruptError(msg)
-        for name, digest in manifest["checksums"].items():
-            if not (folder / name).is_file() or _sha256(folder / name) != digest:
-                msg = f"store file {name!r} at {str(folder)!r} fails its checksum; restore it or rebuild the index."
-                raise StoreCorruptError(msg)
+        name = versioned.failed_checksum(folder, manifest)
+        if name is not None:
+            msg = f"store file {name!r} at {str(folder)!r} fails its checksum; restore it or rebuild the index."
+            raise StoreCorruptError(msg)
         enc_info = manifest["encoder"]
         enc = load_encoder(enc_info["name"]) if encoder is None else load_encoder(encoder)
         check_encoder(enc_info["name"], enc_info["dim"], enc, f"the store at {str(root)!r}")
@@ -521,33 +503,3 @@ def _drop_dead(scores: np.ndarray, rows: np.ndarray, alive: np.ndarray, k: int) 
         out_r[i, : len(keep_r)] = keep_r
     return out_s, out_r
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
