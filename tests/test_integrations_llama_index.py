@@ -3,10 +3,9 @@ QueryBundle.embedding reuse, real async, instrumentation events, ids/metadata/sc
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
+from conftest import gather_counting_loop_ticks
 
 pytest.importorskip("llama_index.core")
 
@@ -73,17 +72,8 @@ def test_retriever_reuses_query_bundle_embedding(store, encoder):
 
 async def test_aretrieve_does_not_block_the_loop(store):
     r = LlamaIndexRetriever(DenseRetriever(store, k=3))
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    results = await asyncio.gather(*[r.aretrieve(q) for q in ["Jaws", "Einstein", "Curie", "vaccines"]])
-    task.cancel()
+    results, ticks = await gather_counting_loop_ticks([r.aretrieve(q) for q in ["Jaws", "Einstein", "Curie",
+                                                                               "vaccines"]])
     assert ticks > 3 and all(len(x) == 3 for x in results)
 
 
