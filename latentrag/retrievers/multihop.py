@@ -311,6 +311,7 @@ class MultiHopRetriever(BaseRetriever):
             for qi, items in cand.items():
                 hops_run[qi] = hop
                 layer: list[HopNode] = []
+                layer_vecs: list[np.ndarray] = []
                 scores: list[float] = []
                 best_child: dict[int, float] = {}
                 for row, h in items:  # the best *new* child: a re-found parent must not keep a branch alive
@@ -338,6 +339,7 @@ class MultiHopRetriever(BaseRetriever):
                     else:
                         layer_seen[h.id] = len(layer)
                     layer.append(node)
+                    layer_vecs.append(vec)
                     scores.append(node.path_score if node.status == "kept" else -np.inf)
                     hits_by_id[qi].setdefault(h.id, h)
                 keep = set(layer_top_k(np.array(scores), self.layer_k).tolist())
@@ -355,7 +357,7 @@ class MultiHopRetriever(BaseRetriever):
                         new_q.append(qi)
                         new_node.append(node)
                         new_vec.append(qnext[row])
-                        new_c.append(_vector_of(items[j][1], self.store))
+                        new_c.append(layer_vecs[j])
                 kept_layer.sort(key=lambda nd: -nd.path_score)
                 layers[qi].append(kept_layer)
                 if not kept_layer:
