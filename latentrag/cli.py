@@ -21,19 +21,23 @@ TRAINERS = {
 }
 
 
-def open_store(spec: str, *, create: bool = False, index: str = "flat") -> Any:
-    """A store from a folder path, or from a ``postgresql://``/``milvus://`` URI when those backends exist."""
-    if "://" in spec or spec.endswith(".db"):
+def open_store(spec: str, *, create: bool = False, index: str | None = None, rebuild: bool = False) -> Any:
+    """A FaissStore from a folder, or a database store from a ``postgresql://``/``milvus://`` URI or ``.db`` file."""
+    from latentrag.stores.uri import is_uri
+
+    if is_uri(spec):
         from latentrag.stores.uri import open_store as open_uri
 
-        return open_uri(spec, create=create, index=index)
+        return open_uri(spec, create=create, index=index, rebuild=rebuild)
     from latentrag.stores.faiss import FaissStore
 
     path = Path(spec)
+    if rebuild:
+        return FaissStore(index=index or "flat")
     if (path / "CURRENT").is_file():
         return FaissStore.load(path)
     if create:
-        return FaissStore(index=index)
+        return FaissStore(index=index or "flat")
     from latentrag.errors import StoreError
 
     msg = f"no store at {spec!r}; build one with `latentrag index PATH... --store {spec}`."
@@ -52,23 +56,23 @@ def cmd_index(args: argparse.Namespace) -> int:
     if not records:
         print("no text found in the given paths", file=sys.stderr)
         return 1
-    is_folder = "://" not in args.store and not args.store.endswith(".db")
-    if args.rebuild and is_folder:
-        from latentrag.stores.faiss import FaissStore
+    from latentrag.stores.uri import is_uri
 
-        store: Any = FaissStore(index=args.index)
-    else:
-        store = open_store(args.store, create=True, index=args.index)
+    is_folder = not is_uri(args.store)
+    store = open_store(args.store, create=True, index=args.index, rebuild=args.rebuild)
     t0 = time.perf_counter()
     store.upsert(
         [r.text for r in records], ids=[r.id for r in records], metadatas=[r.metadata for r in records]
     )
     if is_folder:
         store.save(args.store)
+    from latentrag.stores.pgvector import mask_dsn
+
     print(
-        f"indexed {len(records)} chunks from {len(files)} files into {args.store} "
+        f"indexed {len(records)} chunks from {len(files)} files into {mask_dsn(args.store)} "
         f"({len(store)} total) in {time.perf_counter() - t0:.1f}s"
     )
+    store.close()
     return 0
 
 
@@ -124,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help="store folder, or a postgresql:// or milvus:// URI")
     p.add_argument("--chunk-size", type=int, default=200, help="tokens per chunk (tiktoken cl100k_base)")
     p.add_argument("--chunk-overlap", type=int, default=30, help="tokens shared by neighbouring chunks")
-    p.add_argument("--index", default="flat", choices=["flat", "hnsw", "pq", "ivfpq"], help="faiss index type")
+    p.add_argument("--index", default=None, choices=["flat", "hnsw", "pq", "ivfpq"],
+                   help="index type (default: flat for a folder, HNSW for PostgreSQL and Milvus servers)")
     p.add_argument("--rebuild", action="store_true", help="start a new store instead of updating the existing one")
     p.set_defaults(func=cmd_index)
 

@@ -3,12 +3,15 @@
 - :class:`LangChainRetriever` wraps any latentrag retriever as a ``BaseRetriever``.
 - :class:`LangChainCompressor` wraps any latentrag compressor (rerankers included) as a
   ``BaseDocumentCompressor``, usable in langchain-classic's ``ContextualCompressionRetriever``.
+- :class:`LangChainEmbeddings` exposes a latentrag encoder as ``Embeddings``, so a LangChain vector
+  store built with it can back :class:`~latentrag.stores.FrameworkStore`.
 
 Importing this module imports ``langchain_core``; nothing else in latentrag does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 from collections.abc import Sequence
@@ -26,6 +29,7 @@ from langchain_core.callbacks import (  # noqa: E402
     dispatch_custom_event,
 )
 from langchain_core.documents import BaseDocumentCompressor, Document  # noqa: E402
+from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from pydantic import ConfigDict  # noqa: E402
 
@@ -38,7 +42,9 @@ _LAZY = {
     "XRAGChatModel": "latentrag.integrations.langchain_xrag:XRAGChatModel",
 }
 
-__all__ = ["LangChainCompressor", "LangChainRetriever", "document_to_hit", "hit_to_document", *_LAZY]
+__all__ = [
+    "LangChainCompressor", "LangChainEmbeddings", "LangChainRetriever", "document_to_hit", "hit_to_document", *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -144,3 +150,28 @@ class LangChainCompressor(BaseDocumentCompressor):
             event = self._event(documents, result)
             await adispatch_custom_event("latentrag.compress", event, config=_config(callbacks))
         return result
+
+
+class LangChainEmbeddings(Embeddings):
+    """A latentrag encoder as LangChain ``Embeddings`` (``encoder=None``: the shipped MiniLM).
+
+    Batches go to the encoder whole (it batches and caches internally); the async methods run in a
+    worker thread, so they never block the event loop.
+    """
+
+    def __init__(self, encoder: Any = None) -> None:
+        from latentrag.encoders import load_encoder
+
+        self.encoder = load_encoder(encoder)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encoder.encode(list(texts)).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encoder.encode([text])[0].tolist()
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self.embed_query, text)

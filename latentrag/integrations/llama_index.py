@@ -4,6 +4,8 @@
   (reusing ``QueryBundle.embedding`` when given; ``_aretrieve`` runs in a worker thread).
 - :class:`LlamaIndexPostprocessor` wraps any latentrag compressor as a ``BaseNodePostprocessor``,
   emitting ``ReRankStartEvent``/``ReRankEndEvent`` instrumentation events.
+- :class:`LlamaIndexEmbedding` exposes a latentrag encoder as a ``BaseEmbedding``, so a LlamaIndex
+  index built with it can back :class:`~latentrag.stores.FrameworkStore`.
 
 Importing this module imports ``llama_index.core``; nothing else in latentrag does.
 """
@@ -19,7 +21,8 @@ from latentrag._optional import require
 require("llama_index.core", "llama-index")
 
 import llama_index.core.instrumentation as instrument  # noqa: E402
-from llama_index.core.bridge.pydantic import Field  # noqa: E402
+from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
+from llama_index.core.bridge.pydantic import Field, PrivateAttr  # noqa: E402
 from llama_index.core.callbacks import CallbackManager  # noqa: E402
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent  # noqa: E402
 from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
@@ -35,7 +38,9 @@ _LAZY = {
     "XRAGLLM": "latentrag.integrations.llama_index_xrag:XRAGLLM",
 }
 
-__all__ = ["LlamaIndexPostprocessor", "LlamaIndexRetriever", "hit_to_node", "node_to_hit", *_LAZY]
+__all__ = [
+    "LlamaIndexEmbedding", "LlamaIndexPostprocessor", "LlamaIndexRetriever", "hit_to_node", "node_to_hit", *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -149,3 +154,44 @@ class LlamaIndexPostprocessor(BaseNodePostprocessor):
         result = self._merge(nodes, hits)
         dispatcher.event(ReRankEndEvent(nodes=result))
         return result
+
+
+class LlamaIndexEmbedding(BaseEmbedding):
+    """A latentrag encoder as a LlamaIndex ``BaseEmbedding`` (``encoder=None``: the shipped MiniLM).
+
+    Text batches go to the encoder whole; the async methods run in a worker thread.
+    """
+
+    _encoder: Any = PrivateAttr()
+
+    def __init__(self, encoder: Any = None, **kwargs: Any) -> None:
+        from latentrag.encoders import load_encoder
+
+        enc = load_encoder(encoder)
+        kwargs.setdefault("model_name", enc.name)
+        kwargs.setdefault("embed_batch_size", 64)
+        super().__init__(**kwargs)
+        self._encoder = enc
+
+    @property
+    def encoder(self) -> Any:
+        return self._encoder
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LatentRagEmbedding"
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._encoder.encode([query])[0].tolist()
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._encoder.encode([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._encoder.encode(list(texts)).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self._get_text_embedding, text)

@@ -6,7 +6,7 @@ import numpy as np
 
 from latentrag.errors import StoreError
 from latentrag.retrievers.base import BaseRetriever
-from latentrag.stores.base import Filter, Store, check_queries
+from latentrag.stores.base import Filter, Store, check_queries, store_is_empty
 from latentrag.types import Hit
 
 
@@ -25,7 +25,7 @@ class DenseRetriever(BaseRetriever):
         self.filter = filter
 
     def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[list[Hit]]:
-        if len(self.store) == 0:
+        if store_is_empty(self.store):
             msg = "the store is empty; add documents (store.add(...) or `latentrag index`) before retrieving."
             raise StoreError(msg)
         q = self.store.encoder.encode(queries) if vectors is None else check_queries(vectors, self.store.dim)

@@ -32,7 +32,7 @@ import numpy as np
 from latentrag.errors import InvalidInputError, StoreError, check_positive_int, check_query
 from latentrag.models.hop import HopModel, check_model_encoder, shipped_model
 from latentrag.retrievers.base import BaseRetriever
-from latentrag.stores.base import Filter, Store, check_queries
+from latentrag.stores.base import Filter, Store, check_queries, store_is_empty
 from latentrag.types import Hit
 
 Fusion = Literal["path", "rrf", "dense_fill"]
@@ -259,7 +259,7 @@ class MultiHopRetriever(BaseRetriever):
 
     # -------------------------------------------------------------------------------------------- core
     def _run(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[HopTrace]:
-        if len(self.store) == 0:
+        if store_is_empty(self.store):
             msg = "the store is empty; add documents (store.add(...) or `latentrag index`) before retrieving."
             raise StoreError(msg)
         n = len(queries)

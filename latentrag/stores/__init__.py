@@ -16,7 +16,7 @@ from latentrag.stores.faiss import FaissStore
 _BACKENDS = {
     "PgVectorStore": "latentrag.stores.pgvector:PgVectorStore",
     "MilvusStore": "latentrag.stores.milvus:MilvusStore",
-    "FrameworkStore": "latentrag.stores.framework:FrameworkStore",
+    "FrameworkStore": "latentrag.integrations.framework_store:FrameworkStore",
 }
 
 __all__ = ["FaissStore", "Filter", "Store", *_BACKENDS]

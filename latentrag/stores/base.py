@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from latentrag.encoders import Encoder
-from latentrag.errors import EncoderMismatchError, InvalidInputError
+from latentrag.errors import EncoderMismatchError, InvalidInputError, StoreError
 from latentrag.types import Hit
 
 #: Metadata filter: every key must equal the given value (a list or tuple value means "any of").
@@ -66,6 +66,19 @@ def matches(metadata: Mapping[str, Any], filter: Filter | None) -> bool:
         elif have != want:
             return False
     return True
+
+
+def store_is_empty(store: Any) -> bool:
+    """True when ``store`` holds no documents, asked cheaply: a backend's own ``is_empty()`` when it has
+    one (a database answers ``EXISTS`` faster than ``count(*)``), else ``len()``. A store that cannot
+    count (some framework stores) is taken to be non-empty."""
+    probe = getattr(store, "is_empty", None)
+    if callable(probe):
+        return bool(probe())
+    try:
+        return len(store) == 0
+    except StoreError:
+        return False
 
 
 def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:

