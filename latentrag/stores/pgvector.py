@@ -94,7 +94,7 @@ class PgVectorStore:
         ef_construction: int = 128,
         ef_search: int = 200,
         create: bool = True,
-        bulk_index_threshold: int = 20_000,
+        bulk_index_threshold: int = 1_000,
         connect_timeout: int = 10,
     ) -> None:
         if index not in INDEX_TYPES:
