@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 TRAINERS = {
     "multihop": "latentrag.training.multihop",
+    "relevance": "latentrag.training.relevance",
     "reranker": "latentrag.training.reranker",
     "tools": "latentrag.training.tools",
     "xrag": "latentrag.training.xrag",

@@ -1,0 +1,179 @@
+"""``CrossEncoderReranker``: re-score (query, passage) pairs with a cross-encoder, fast on a CPU.
+
+Speed comes from three things, measured in ``benchmarks/rerank.py``: pairs are sorted by length and
+batched so padding stays small (length bucketing); Linear layers run as int8 (PyTorch dynamic
+quantization) unless ``quantize=False``; and each thread tokenizes with its own copy of the Rust
+tokenizer, so concurrent calls never hit the "Already borrowed" error of a shared one.
+
+The shipped default (``model=None``) is a MiniLM-L6 cross-encoder trained in this project
+(``latentrag train reranker``). Its ranking score fuses, per query, the z-scored cross-encoder logit
+with the z-scored bi-encoder cosine (the weight was selected on DL20), so it needs the query and
+passage embeddings: a hit's own ``vector`` is reused, else the passage is encoded with the shipped
+MiniLM (cached). Fused scores rank one query's candidates; they are not comparable across queries,
+so ``compress`` also records the raw logit as ``metadata["rerank_logit"]``, which is what
+:class:`~latentrag.compressors.RelevanceFilter` calibrates. Any Hugging Face
+``*ForSequenceClassification`` cross-encoder (``cross-encoder/ms-marco-MiniLM-L-6-v2``) or an ONNX
+export loads too, and scores with its logit alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentrag.compressors.base import BaseCompressor
+from latentrag.encoders import Encoder, default_encoder, load_encoder
+from latentrag.errors import InvalidInputError, check_positive_int, check_query
+from latentrag.models.cross_encoder import LoadedCrossEncoder, fuse_scores, load_cross_encoder, logits_to_scores
+from latentrag.types import Hit
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 256
+
+
+class CrossEncoderReranker(BaseCompressor):
+    """Re-score hits with a cross-encoder, best first, cut to ``top_n`` (``None``: keep all).
+
+    ``compress`` keeps ids and metadata and records the incoming score as ``metadata["original_score"]``
+    and the cross-encoder's own logit as ``metadata["rerank_logit"]``. ``score(query, texts)`` returns
+    the ranking scores, ``logits(query, texts)`` the raw logits. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        top_n: int | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        *,
+        quantize: bool = True,
+        tokenizer: str | None = None,
+        encoder: Encoder | str | None = None,
+    ) -> None:
+        self.loaded: LoadedCrossEncoder = load_cross_encoder(model, tokenizer=tokenizer)
+        self.top_n = None if top_n is None else check_positive_int("top_n", top_n)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        limit = min(self.loaded.max_position, 512)
+        wanted = max_length or self.loaded.max_length or DEFAULT_MAX_LENGTH
+        self.max_length = min(check_positive_int("max_length", wanted), limit)
+        self.model_name = self.loaded.name
+        self._module = self.loaded.model
+        if self.loaded.kind == "torch":
+            self._module.eval()
+            if quantize:
+                self._module = torch.ao.quantization.quantize_dynamic(self._module, {torch.nn.Linear},
+                                                                      dtype=torch.qint8)
+        self.fusion = self.loaded.fusion
+        self.encoder: Encoder | None = None
+        if self.fusion:
+            self.encoder = default_encoder() if encoder is None else load_encoder(encoder)
+        self._tok_json = self.loaded.tokenizer.to_str()
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"CrossEncoderReranker(model={self.model_name!r}, top_n={self.top_n}, max_length={self.max_length})"
+
+    def _tokenizer(self) -> Any:
+        tok = getattr(self._local, "tok", None)
+        if tok is None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_str(self._tok_json)
+            tok.no_padding()
+            tok.enable_truncation(self.max_length, strategy="only_second")
+            self._local.tok = tok
+        return tok
+
+    # ----------------------------------------------------------------- scoring
+    def score(self, query: str, texts: Sequence[str], *, vectors: Sequence[np.ndarray | None] | None = None) -> list[
+            float]:
+        """Relevance scores of ``texts`` for ``query`` (higher is more relevant), in the given order.
+
+        ``vectors`` optionally gives each passage's bi-encoder embedding, reused by the shipped model.
+        """
+        check_query(query)
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                msg = f"texts[{i}] must be a str, got {type(t).__name__}."
+                raise InvalidInputError(msg)
+        if not texts:
+            return []
+        return [float(x) for x in self._scores(query, texts, vectors)[0]]
+
+    def logits(self, query: str, texts: Sequence[str]) -> list[float]:
+        """The cross-encoder's raw relevance logits (comparable across queries), in the given order."""
+        check_query(query)
+        texts = list(texts)
+        return [float(x) for x in self._logits(query, texts)] if texts else []
+
+    def _scores(self, query: str, texts: list[str],
+                vectors: Sequence[np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
+        logits = self._logits(query, texts)
+        if not self.fusion:
+            return logits, logits
+        return fuse_scores(logits, self._cosines(query, texts, vectors), self.fusion), logits
+
+    def _cosines(self, query: str, texts: list[str], vectors: Sequence[np.ndarray | None] | None) -> np.ndarray:
+        assert self.encoder is not None
+        dim = int(self.encoder.dim)
+        known = list(vectors) if vectors is not None else [None] * len(texts)
+        todo = [j for j, v in enumerate(known) if v is None or np.shape(v) != (dim,)]
+        enc = self.encoder.encode([query, *[texts[j] for j in todo]])
+        mat = np.empty((len(texts), dim), dtype=np.float32)
+        for row, j in enumerate(todo):
+            mat[j] = enc[row + 1]
+        pending = set(todo)
+        for j, v in enumerate(known):
+            if j not in pending:
+                mat[j] = np.asarray(v, dtype=np.float32)
+        return mat @ enc[0]
+
+    def _logits(self, query: str, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer().encode_batch([(query, t) for t in texts])
+        truncated = sum(1 for e in encodings if e.overflowing)
+        if truncated:
+            logger.info("%d of %d passages were longer than max_length=%d tokens and were truncated",
+                        truncated, len(texts), self.max_length)
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        out = np.empty(len(texts), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = [encodings[i] for i in idx]
+            width = max(len(e.ids) for e in batch)
+            ids = np.zeros((len(batch), width), dtype=np.int64)
+            types = np.zeros_like(ids)
+            mask = np.zeros_like(ids)
+            for row, e in enumerate(batch):
+                n = len(e.ids)
+                ids[row, :n], types[row, :n], mask[row, :n] = e.ids, e.type_ids, 1
+            out[idx] = logits_to_scores(self._run(ids, types, mask), self.loaded.num_labels)
+        return out
+
+    def _run(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.loaded.kind == "onnx":
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if self.loaded.uses_token_types:
+                feeds["token_type_ids"] = types
+            return np.asarray(self._module.run(None, feeds)[0])
+        with torch.inference_mode():
+            kwargs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+            if self.loaded.uses_token_types:
+                kwargs["token_type_ids"] = torch.from_numpy(types)
+            return self._module(**kwargs).logits.float().numpy()
+
+    # ----------------------------------------------------------------- compressor
+    def _compress(self, query: str, hits: list[Hit]) -> list[Hit]:
+        scores, logits = self._scores(query, [h.text for h in hits], [h.vector for h in hits])
+        order = np.argsort(-scores, kind="stable")
+        if self.top_n is not None:
+            order = order[: self.top_n]
+        return [hits[j].copy(score=float(scores[j]), metadata={**hits[j].meta, "original_score": hits[j].score,
+                                                               "rerank_logit": float(logits[j])})
+                for j in order]
