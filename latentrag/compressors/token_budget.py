@@ -49,6 +49,9 @@ class TokenBudgetCompressor(BaseCompressor):
     target LLM (``cl100k_base`` for GPT-4-class models, ``o200k_base`` for GPT-4o).
     """
 
+    #: bookkeeping keys that framework adapters keep out of LLM prompts
+    llm_hidden_keys = ("original_tokens", "kept_tokens", "kept_ratio")
+
     def __init__(
         self,
         budget_tokens: int | None = None,

@@ -317,7 +317,15 @@ class _LangChainBackend(_Backend):
         return _Doc(str(doc.id), doc.page_content, dict(doc.metadata), vector)
 
     def fetch(self, ids: list[str]) -> dict[str, _Doc]:
-        return {str(d.id): self._doc(d) for d in self.vs.get_by_ids(ids)}
+        try:
+            docs = self.vs.get_by_ids(ids)
+        except NotImplementedError:
+            msg = (
+                f"{type(self.vs).__name__} does not implement get_by_ids(), so documents cannot be read back by id "
+                f"(needed by vectors(), get(), add()'s duplicate check, upsert() and delete())."
+            )
+            raise StoreError(msg) from None
+        return {str(d.id): self._doc(d) for d in docs}
 
     def add(self, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vecs: np.ndarray | None) -> None:
         if vecs is not None and hasattr(self.vs, "add_embeddings"):  # e.g. langchain-community FAISS

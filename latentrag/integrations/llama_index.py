@@ -119,6 +119,10 @@ class LlamaIndexPostprocessor(BaseNodePostprocessor):
                 if h.text != original.node.get_content() and isinstance(node, TextNode):
                     node.text = h.text
                 node.metadata = {**node.metadata, **h.meta}
+                hidden = [k for k in getattr(self.compressor, "llm_hidden_keys", ()) if k in node.metadata]
+                if hidden:  # bookkeeping keys (token counts, original text) stay out of prompts and embeddings
+                    node.excluded_llm_metadata_keys = sorted({*node.excluded_llm_metadata_keys, *hidden})
+                    node.excluded_embed_metadata_keys = sorted({*node.excluded_embed_metadata_keys, *hidden})
             out.append(NodeWithScore(node=node, score=h.score))
         return out
 
