@@ -43,7 +43,7 @@ import numpy as np
 
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import DuplicateIdError, EncoderMismatchError, InvalidInputError, StoreError, check_positive_int
-from latentrag.stores.base import Filter, check_queries, check_texts_ids, matches
+from latentrag.stores.base import Filter, check_queries, check_texts_ids, check_upsert_args, check_vectors, matches
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -172,11 +172,7 @@ class FrameworkStore:
         vectors: np.ndarray | None = None,
     ) -> list[str]:
         """Replace documents by id (delete, then add)."""
-        if ids is None:
-            msg = "upsert() needs ids=[...] to know which documents to replace."
-            raise InvalidInputError(msg)
-        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
-        assert id_list is not None
+        texts, id_list, metas = check_upsert_args(texts, ids, metadatas)
         if not texts:
             return []
         present = list(self._backend.fetch(id_list))
@@ -195,13 +191,8 @@ class FrameworkStore:
         return len(present)
 
     def _checked_vectors(self, texts: list[str], vectors: np.ndarray | None) -> np.ndarray | None:
-        if vectors is None:
-            return None
-        vecs = check_queries(vectors, self.dim)
-        if len(vecs) != len(texts):
-            msg = f"vectors has {len(vecs)} rows but texts has {len(texts)}; give one vector per text."
-            raise InvalidInputError(msg)
-        return vecs
+        """Caller-given vectors, validated; None lets the framework embed the texts itself."""
+        return None if vectors is None else check_vectors(vectors, len(texts), self.dim)
 
     # ----------------------------------------------------------------- reads
     def search(

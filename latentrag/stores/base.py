@@ -92,6 +92,36 @@ def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def check_vectors(vectors: np.ndarray, n_texts: int, dim: int) -> np.ndarray:
+    """Validate caller-given vectors: shape (n_texts, dim), returned as float32 (empty when there are no texts)."""
+    if n_texts == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    vecs = check_queries(vectors, dim)
+    if len(vecs) != n_texts:
+        msg = f"vectors has {len(vecs)} rows but texts has {n_texts}; give one vector per text."
+        raise InvalidInputError(msg)
+    return vecs
+
+
+def vectors_for(encoder: Encoder, texts: list[str], vectors: np.ndarray | None) -> np.ndarray:
+    """The vectors to store for ``texts``: the caller's (validated), else the encoder's."""
+    if vectors is None:
+        return encoder.encode(texts) if texts else np.zeros((0, int(encoder.dim)), dtype=np.float32)
+    return check_vectors(vectors, len(texts), int(encoder.dim))
+
+
+def check_upsert_args(
+    texts: Sequence[str], ids: Sequence[str] | None, metadatas: Sequence[Mapping[str, Any]] | None
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """:func:`check_texts_ids` for ``upsert``, where ids are required."""
+    if ids is None:
+        msg = "upsert() needs ids=[...] to know which documents to replace."
+        raise InvalidInputError(msg)
+    texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
+    assert id_list is not None
+    return texts, id_list, metas
+
+
 def check_encoder(stored_name: str, stored_dim: int, encoder: Encoder, where: str) -> None:
     """Raise :class:`EncoderMismatchError` unless ``encoder`` has the recorded name and dim."""
     if encoder.name != stored_name or int(encoder.dim) != int(stored_dim):

@@ -34,7 +34,15 @@ from latentrag.errors import (
     StoreError,
     check_positive_int,
 )
-from latentrag.stores.base import Filter, check_encoder, check_queries, check_texts_ids, matches
+from latentrag.stores.base import (
+    Filter,
+    check_encoder,
+    check_queries,
+    check_texts_ids,
+    check_upsert_args,
+    matches,
+    vectors_for,
+)
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -142,7 +150,7 @@ class FaissStore:
         if clash:
             msg = f"ids already in the store: {clash[:5]}; use upsert() to replace documents."
             raise DuplicateIdError(msg)
-        vecs = self._vectors_for(texts, vectors)
+        vecs = vectors_for(self.encoder, texts, vectors)
         with self._lock:
             clash = [i for i in id_list if i in self._row]
             if clash:
@@ -160,12 +168,8 @@ class FaissStore:
         vectors: np.ndarray | None = None,
     ) -> list[str]:
         """Insert or replace documents by id."""
-        if ids is None:
-            msg = "upsert() needs ids=[...] to know which documents to replace."
-            raise InvalidInputError(msg)
-        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
-        assert id_list is not None
-        vecs = self._vectors_for(texts, vectors)
+        texts, id_list, metas = check_upsert_args(texts, ids, metadatas)
+        vecs = vectors_for(self.encoder, texts, vectors)
         with self._lock:
             self._mark_dead([self._row[i] for i in id_list if i in self._row])
             self._append(texts, id_list, metas, vecs)
@@ -182,14 +186,6 @@ class FaissStore:
             self._maybe_compact()
             return len(rows)
 
-    def _vectors_for(self, texts: list[str], vectors: np.ndarray | None) -> np.ndarray:
-        if vectors is None:
-            return self.encoder.encode(texts) if texts else np.zeros((0, self.dim), dtype=np.float32)
-        vecs = check_queries(vectors, self.dim) if len(texts) else np.zeros((0, self.dim), dtype=np.float32)
-        if len(vecs) != len(texts):
-            msg = f"vectors has {len(vecs)} rows but texts has {len(texts)}; give one vector per text."
-            raise InvalidInputError(msg)
-        return vecs
 
     def _append(self, texts: list[str], ids: list[str], metas: list[dict[str, Any]], vecs: np.ndarray) -> None:
         start = len(self._ids)

@@ -35,7 +35,7 @@ import numpy as np
 from latentrag._optional import require
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import DuplicateIdError, InvalidInputError, StoreError, check_positive_int
-from latentrag.stores.base import Filter, check_encoder, check_queries, check_texts_ids
+from latentrag.stores.base import Filter, check_encoder, check_queries, check_texts_ids, check_upsert_args, vectors_for
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ class MilvusStore:
                 f"use upsert() to replace documents."
             )
             raise DuplicateIdError(msg)
-        self._write("insert", id_list, texts, metas, self._vectors_for(texts, vectors))
+        self._write("insert", id_list, texts, metas, vectors_for(self.encoder, texts, vectors))
         return id_list
 
     def upsert(
@@ -302,14 +302,10 @@ class MilvusStore:
         vectors: np.ndarray | None = None,
     ) -> list[str]:
         """Insert or replace documents by id."""
-        if ids is None:
-            msg = "upsert() needs ids=[...] to know which documents to replace."
-            raise InvalidInputError(msg)
-        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
-        assert id_list is not None
+        texts, id_list, metas = check_upsert_args(texts, ids, metadatas)
         if not texts:
             return []
-        self._write("upsert", id_list, texts, metas, self._vectors_for(texts, vectors))
+        self._write("upsert", id_list, texts, metas, vectors_for(self.encoder, texts, vectors))
         return id_list
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -331,14 +327,6 @@ class MilvusStore:
                 found.update(str(r["id"]) for r in rows)
         return found
 
-    def _vectors_for(self, texts: list[str], vectors: np.ndarray | None) -> np.ndarray:
-        if vectors is None:
-            return self.encoder.encode(texts)
-        vecs = check_queries(vectors, self.dim)
-        if len(vecs) != len(texts):
-            msg = f"vectors has {len(vecs)} rows but texts has {len(texts)}; give one vector per text."
-            raise InvalidInputError(msg)
-        return vecs
 
     def _write(self, op: str, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vecs: np.ndarray) -> None:
         for doc_id, text in zip(ids, texts, strict=True):

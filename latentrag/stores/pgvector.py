@@ -34,7 +34,7 @@ import numpy as np
 from latentrag._optional import require
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import DuplicateIdError, InvalidInputError, StoreError, check_positive_int
-from latentrag.stores.base import Filter, check_encoder, check_queries, check_texts_ids
+from latentrag.stores.base import Filter, check_encoder, check_queries, check_texts_ids, check_upsert_args, vectors_for
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ class PgVectorStore:
         if not texts:
             return []
         self._raise_on_clash(id_list)
-        vecs = self._vectors_for(texts, vectors)
+        vecs = vectors_for(self.encoder, texts, vectors)
         sql = self._sql
         with self._lock, self._conn.transaction():
             rebuild = (
@@ -339,14 +339,10 @@ class PgVectorStore:
         vectors: np.ndarray | None = None,
     ) -> list[str]:
         """Insert or replace documents by id (binary COPY into a staging table, then one INSERT ... ON CONFLICT)."""
-        if ids is None:
-            msg = "upsert() needs ids=[...] to know which documents to replace."
-            raise InvalidInputError(msg)
-        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
-        assert id_list is not None
+        texts, id_list, metas = check_upsert_args(texts, ids, metadatas)
         if not texts:
             return []
-        vecs = self._vectors_for(texts, vectors)
+        vecs = vectors_for(self.encoder, texts, vectors)
         sql = self._sql
         stage = sql.Identifier(f"_latentrag_stage_{uuid.uuid4().hex[:12]}")
         with self._lock, self._conn.transaction():
@@ -398,14 +394,6 @@ class PgVectorStore:
             msg = f"ids already in the table {self.table!r}: {[r[0] for r in rows]}; use upsert() to replace documents."
             raise DuplicateIdError(msg)
 
-    def _vectors_for(self, texts: list[str], vectors: np.ndarray | None) -> np.ndarray:
-        if vectors is None:
-            return self.encoder.encode(texts)
-        vecs = check_queries(vectors, self.dim)
-        if len(vecs) != len(texts):
-            msg = f"vectors has {len(vecs)} rows but texts has {len(texts)}; give one vector per text."
-            raise InvalidInputError(msg)
-        return vecs
 
     def _copy_rows(
         self, target: Any, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vecs: np.ndarray
