@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from latentrag.errors import InvalidInputError
+from latentrag.training.multihop import cache_root, data_root
 
 logger = logging.getLogger(__name__)
 
-_REPO = Path(__file__).resolve().parents[2]
 
 #: Training sources under ``rerank/pairs/`` (file stem -> short name). DL20 is the selection set.
 PAIR_SOURCES = {
@@ -53,20 +53,6 @@ PAIR_SOURCES = {
     "noveleval": "noveleval",
 }
 FORBIDDEN_SOURCES = ("dl20", "scifact")
-
-
-def data_root(path: str | os.PathLike[str] | None = None) -> Path:
-    """The shared data folder: ``path``, else ``$LATENTRAG_DATA``, else ``../shared/data`` beside the repo."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("LATENTRAG_DATA")
-    return Path(env) if env else (_REPO.parent / "shared" / "data")
-
-
-def cache_root() -> Path:
-    """Where teacher embeddings are cached: ``$LATENTRAG_CACHE`` or ``.cache`` in the repo."""
-    env = os.environ.get("LATENTRAG_CACHE")
-    return Path(env) if env else (_REPO / ".cache")
 
 
 # ---------------------------------------------------------------------------------------------- config
