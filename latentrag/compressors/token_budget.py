@@ -96,7 +96,8 @@ class TokenBudgetCompressor(BaseCompressor):
         if not flat:
             return []
         lengths = self._count([s for _, _, s in flat])
-        total = sum(self._count([h.text for h in hits]))
+        originals = self._count([h.text for h in hits])
+        total = sum(originals)
         budget = self.budget_tokens if self.budget_tokens is not None else max(1, int(total * float(self.ratio or 1)))
         scores = self._scores(query, [s for _, _, s in flat])
         prior = np.array([self.rank_prior * (1 - i / max(len(hits), 1)) for i, _, _ in flat])
@@ -108,7 +109,6 @@ class TokenBudgetCompressor(BaseCompressor):
                 kept.add(int(idx))
                 used += lengths[idx]
         out = []
-        originals = self._count([h.text for h in hits])
         for i, h in enumerate(hits):
             parts = [flat[k][2] for k in sorted(kept) if flat[k][0] == i]
             if not parts:
