@@ -81,6 +81,9 @@ def test_demo_runs_offline(tmp_path):
     assert "== Dense retrieval" in res.stdout
     assert re.search(r"Q: Who directed the film about a giant shark\?.*\n\s+\d\.\d+\s+jaws", res.stdout)
     assert (tmp_path / "demo-store" / "CURRENT").is_file()
+    m = re.search(r"ToolRetriever: (\d+) standard-library functions", res.stdout)
+    assert m and int(m.group(1)) >= 200
+    assert re.search(r"'Show the three largest invoices'\n.*\n\s+with usage examples: \['heapq_nlargest'", res.stdout)
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "examples").glob("*.py")))

@@ -95,6 +95,21 @@ def test_bad_tools_and_examples_are_clear_errors(encoder):
         ToolRetriever.from_tools(TOOLS[0], encoder=encoder)
 
 
+def test_demo_toolbox_is_hundreds_of_valid_stdlib_schemas(encoder):
+    from latentrag.demos.tools import EXAMPLES as DEMO_EXAMPLES
+    from latentrag.demos.tools import stdlib_tools
+
+    tools = stdlib_tools()
+    names = [t["function"]["name"] for t in tools]
+    assert len(tools) >= 200 and len(set(names)) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", n) for n in names)  # OpenAI's function-name rule
+    gcd = next(t["function"] for t in tools if t["function"]["name"] == "math_gcd")
+    assert "common divisor" in gcd["description"].lower()
+    r = ToolRetriever.from_tools(tools, examples=DEMO_EXAMPLES, encoder=encoder, k=3)
+    assert len(r) == len(tools)
+    assert r.retrieve("is 2028 a leap year?")[0].id == "calendar_isleap"
+
+
 def test_description_only_fallback_works(encoder):
     r = ToolRetriever.from_tools(TOOLS, encoder=encoder, k=1)
     assert r.retrieve("translate this sentence into German")[0].id == "translate_text"
