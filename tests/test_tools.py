@@ -279,3 +279,39 @@ def test_mlc_head_learns_the_example_labels(tools_retriever):
     top1 = [names[int(i)] for i in logits.argmax(axis=1)]
     assert sum(t in tools for t, (_, tools) in zip(top1, EXAMPLES, strict=True)) >= 17  # fits its 19 examples
     assert logits.shape == (len(EXAMPLES), len(TOOLS))
+
+
+def test_split_intents_and_max_fusion():
+    from latentrag.retrievers.tool_intents import fuse_max, split_intents
+
+    assert split_intents("Find the sum of multiples of 3 below 100. Also find the product of the first five "
+                         "primes.") == ["Find the sum of multiples of 3 below 100",
+                                        "Also find the product of the first five primes"]
+    assert split_intents("Get the weather in Paris and also book a table for two") == [
+        "Get the weather in Paris", "book a table for two"]
+    assert split_intents("What is the weather in Paris and London?") == []  # one request
+    assert split_intents("Hi. Weather?") == []  # fragments under 3 words are not requests
+    rows, scores = fuse_max([(np.array([4, 2, 7]), np.array([0.9, 0.5, 0.4], np.float32)),
+                             (np.array([7, 1]), np.array([0.8, 0.3], np.float32))], k=3, part_margin=0.0)
+    assert rows.tolist() == [4, 7, 2] and np.allclose(scores, [0.9, 0.8, 0.5])
+    # a part's score counts part_margin less: a near tie goes to the whole request's tool
+    rows, _ = fuse_max([(np.array([4, 2]), np.array([0.9, 0.5], np.float32)),
+                        (np.array([2]), np.array([0.91], np.float32))], k=2, part_margin=0.02)
+    assert rows.tolist() == [4, 2]
+
+
+def test_multi_intent_request_gets_both_tools(encoder, tmp_path):
+    q = "Order a pizza from the Italian place, and also play some relaxing jazz"
+    on = ToolRetriever.from_tools(TOOLS, encoder=encoder, k=2)
+    off = ToolRetriever.from_tools(TOOLS, encoder=encoder, k=2, multi_intent=False)
+    assert on.multi_intent and not off.multi_intent
+    assert {h.id for h in on.retrieve(q)} == {"order_food", "play_music"}
+    assert "play_music" not in {h.id for h in off.retrieve(q)}
+    # batched and single agree, with precomputed request vectors too; the option survives save/load
+    assert [[h.id for h in hs] for hs in on.retrieve_batch([q, "Put on a song"])][0] == [h.id for h in on.retrieve(q)]
+    vec = encoder.encode([q])
+    assert [h.id for h in on._retrieve_batch([q], 2, vec)[0]] == [h.id for h in on.retrieve(q)]
+    on.save(tmp_path / "t")
+    assert ToolRetriever.load(tmp_path / "t").multi_intent
+    off.save(tmp_path / "u")
+    assert not ToolRetriever.load(tmp_path / "u").multi_intent

@@ -24,6 +24,7 @@ from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import InvalidInputError, StoreCorruptError, StoreError, check_query
 from latentrag.retrievers.base import BaseRetriever
 from latentrag.retrievers.tool_index import FEATURES, BlendWeights, ToolIndex
+from latentrag.retrievers.tool_intents import fuse_max, split_intents
 from latentrag.retrievers.tool_schema import ToolSpec, normalize_tool, normalize_tools
 from latentrag.stores.base import check_encoder
 from latentrag.types import Hit
@@ -56,6 +57,7 @@ class ToolRetriever(BaseRetriever):
         *,
         weights: BlendWeights | None = None,
         keep_turns: int = 0,
+        multi_intent: bool = True,
     ) -> None:
         super().__init__(k)
         self.encoder = load_encoder(encoder)
@@ -64,6 +66,7 @@ class ToolRetriever(BaseRetriever):
             msg = f"keep_turns must be an integer >= 0, got {keep_turns!r}."
             raise InvalidInputError(msg)
         self.keep_turns = keep_turns
+        self.multi_intent = bool(multi_intent)
         self.refiner: Any = None
         self._index = ToolIndex(int(self.encoder.dim))
         self._specs: list[ToolSpec] = []
@@ -83,6 +86,7 @@ class ToolRetriever(BaseRetriever):
         weights: BlendWeights | None = None,
         refiner: bool | str = "auto",
         keep_turns: int = 0,
+        multi_intent: bool = True,
     ) -> ToolRetriever:
         """Index ``tools`` (any mix of OpenAI/MCP schema dicts, LangChain and LlamaIndex tools) and optional
         usage ``examples`` (``(query, [tool names])`` pairs).
@@ -92,8 +96,12 @@ class ToolRetriever(BaseRetriever):
         if it beats the first stage on a held-out fifth of them. Measured in ``benchmarks/tools.py``: with
         ~5 examples per tool (APIBench TensorFlow) it lifts R@1 by several points; with under one example
         per tool (ToolBench, APIBench HuggingFace) it does not help, and "auto" leaves it off.
+
+        ``multi_intent=True`` (the default) also scores each part of a request that asks for several things
+        ("find X. Also compute Y") and lets every tool keep its best score
+        (:mod:`latentrag.retrievers.tool_intents`); a one-part request is scored as before.
         """
-        r = cls(encoder, k, weights=weights, keep_turns=keep_turns)
+        r = cls(encoder, k, weights=weights, keep_turns=keep_turns, multi_intent=multi_intent)
         r.add_tools(tools)
         if examples is not None:
             r.add_examples(examples)
@@ -250,18 +258,29 @@ class ToolRetriever(BaseRetriever):
 
     # ------------------------------------------------------------------ retrieval
     def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[list[Hit]]:
+        parts = [split_intents(q) for q in queries] if self.multi_intent else [[] for _ in queries]
+        flat = [p for ps in parts for p in ps]
         if vectors is None:
-            vectors = self.encoder.encode(queries)
+            both = self.encoder.encode(queries + flat)  # one encoder batch for requests and their parts
+            vectors, part_vecs = both[: len(queries)], both[len(queries) :]
         else:
             vectors = np.asarray(vectors, dtype=np.float32).reshape(len(queries), -1)
             if vectors.shape[1] != self._index.dim:
                 msg = f"query embedding has dimension {vectors.shape[1]}, the tool index {self._index.dim}."
                 raise InvalidInputError(msg)
+            part_vecs = self.encoder.encode(flat) if flat else vectors[:0]
         with self._lock:
             if not self._specs:
                 msg = "the tool retriever holds no tools; call add_tools([...]) before retrieving."
                 raise StoreError(msg)
-            ranked = self.score_rows(vectors, k)
+            ranked = self._score_rows(vectors, k)
+            if flat:
+                part_ranked = self._score_rows(part_vecs, k)
+                start = 0
+                for i, ps in enumerate(parts):
+                    if ps:
+                        ranked[i] = fuse_max([ranked[i], *part_ranked[start : start + len(ps)]], k)
+                        start += len(ps)
             out = []
             for rows, scores in ranked:
                 out.append([self._hit(int(r), float(s)) for r, s in zip(rows, scores, strict=True)])
@@ -343,6 +362,7 @@ class ToolRetriever(BaseRetriever):
                 "encoder": {"name": self.encoder.name, "dim": int(self.encoder.dim)},
                 "k": self.k,
                 "keep_turns": self.keep_turns,
+                "multi_intent": self.multi_intent,
                 "weights": self.weights.as_dict(),
                 "refiner": refiner_cfg,
                 "count": len(self._specs),
@@ -381,7 +401,8 @@ class ToolRetriever(BaseRetriever):
             raise StoreCorruptError(msg)
         enc = load_encoder(manifest["encoder"]["name"] if encoder is None else encoder)
         check_encoder(manifest["encoder"]["name"], manifest["encoder"]["dim"], enc, f"the tool index at {str(root)!r}")
-        r = cls(enc, manifest["k"], weights=BlendWeights(**manifest["weights"]), keep_turns=manifest["keep_turns"])
+        r = cls(enc, manifest["k"], weights=BlendWeights(**manifest["weights"]), keep_turns=manifest["keep_turns"],
+                multi_intent=manifest.get("multi_intent", False))
         originals = {s.name: s.tool for s in normalize_tools(tools)} if tools else {}
         with open(folder / "tools.jsonl", encoding="utf-8") as fh:
             for i, line in enumerate(fh):
