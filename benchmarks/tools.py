@@ -1,12 +1,15 @@
-"""Tool retrieval on ToolBench (StableToolBench G1-G3, 2,479 APIs) and APIBench (HuggingFace, 936 APIs):
-description-only retrieval vs Tool2Vec usage vectors vs Tool2Vec + the trained refiner.
+"""Tool retrieval on ToolBench (StableToolBench G1-G3, 2,479 APIs), APIBench (HuggingFace 936 APIs,
+TensorFlow Hub 696) and BFCL v4 (multiple, live_multiple, parallel_multiple, simple_python: every
+candidate function of every query, ~1.3k schemas; parallel_multiple queries need 2-4 tools):
+description-only retrieval vs Tool2Vec usage vectors vs Tool2Vec + the trained refiner vs the MLC head.
 
-    python benchmarks/tools.py [--plot] [--seed 0]
+    python benchmarks/tools.py [--plot] [--seed 0] [--sets toolbench bfcl ...]
 
 Protocol: each set's queries are split (seeded) into usage examples (50%), dev (25%) and test (25%).
 The tools are indexed with ``ToolRetriever.from_tools``; the description-only baseline gets no examples.
-Reported: recall@k of the gold tools (micro) on the test split, ms per query, and the ratio to the
-baseline. ``--select`` grid-searches the blend weights on the dev split (never on test).
+Reported: recall@1/3/5/10 of the gold tools (micro) and NDCG@5 (binary gain) on the test split,
+recall@5 on its multi-tool queries alone (``multi_R@5``, where a set has them), ms per query, and
+the ratio to the baseline. ``--select`` grid-searches the blend weights on the dev split (never on test).
 Prints one JSON line.
 """
 
@@ -74,6 +77,31 @@ def apibench(name: str = "huggingface") -> tuple[list[dict[str, Any]], list[tupl
     return list(tools.values()), queries
 
 
+def bfcl() -> tuple[list[dict[str, Any]], list[tuple[str, list[str]]]]:
+    """BFCL v4: the union of the candidate functions (first schema seen per name) and, per query, its
+    user turns and the distinct functions of its ground-truth calls."""
+    folder = data_root() / "tools" / "bfcl"
+    tools: dict[str, dict[str, Any]] = {}
+    queries: list[tuple[str, list[str]]] = []
+    for name in ("multiple", "live_multiple", "parallel_multiple", "simple_python"):
+        answers = {}
+        for line in (folder / "possible_answer" / f"BFCL_v4_{name}.json").read_text(encoding="utf-8").splitlines():
+            a = json.loads(line)
+            answers[a["id"]] = list(dict.fromkeys(fn for call in a["ground_truth"] for fn in call))
+        for line in (folder / f"BFCL_v4_{name}.json").read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            for fn in rec["function"]:
+                params = dict(fn.get("parameters") or {})
+                params["type"] = "object"  # BFCL writes "dict"
+                tools.setdefault(fn["name"], {"name": fn["name"], "description": fn.get("description", ""),
+                                              "parameters": params})
+            text = " ".join(m["content"] for turn in rec["question"] for m in turn if m.get("role") == "user")
+            gold = [g for g in answers.get(rec["id"], []) if g in tools]
+            if text.strip() and gold:
+                queries.append((text.strip(), gold))
+    return list(tools.values()), queries
+
+
 def split(queries: list[Any], seed: int) -> tuple[list[Any], list[Any], list[Any]]:
     q = list(queries)
     random.Random(seed).shuffle(q)
@@ -81,12 +109,23 @@ def split(queries: list[Any], seed: int) -> tuple[list[Any], list[Any], list[Any
     return q[:a], q[a:b], q[b:]
 
 
-def recall_at(r: ToolRetriever, queries: list[tuple[str, list[str]]], k: int) -> tuple[float, float]:
+def recall_at(r: Any, queries: list[tuple[str, list[str]]], k: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     hits = [[h.id for h in hs] for hs in (r.retrieve(q, k) for q, _ in queries)]
     ms = (time.perf_counter() - t0) * 1000 / max(1, len(queries))
     found = sum(len(set(g) & set(h)) for (_, g), h in zip(queries, hits, strict=True))
     return 100 * found / sum(len(g) for _, g in queries), ms
+
+
+def ndcg_at(r: Any, queries: list[tuple[str, list[str]]], k: int = 5) -> float:
+    """Mean NDCG@k with gain 1 for each gold tool (x100)."""
+    total = 0.0
+    for q, gold in queries:
+        ids = [h.id for h in r.retrieve(q, k)]
+        dcg = sum(1 / np.log2(i + 2) for i, t in enumerate(ids) if t in gold)
+        ideal = sum(1 / np.log2(i + 2) for i in range(min(k, len(gold))))
+        total += dcg / ideal
+    return 100 * total / max(1, len(queries))
 
 
 def scaling(base: ToolRetriever, queries: list[str], sizes: tuple[int, ...] = (100, 1000, 10000),
@@ -117,6 +156,25 @@ def scaling(base: ToolRetriever, queries: list[str], sizes: tuple[int, ...] = (1
     return out
 
 
+class MeanBlendBaseline:
+    """The common 30-line recipe: one vector per tool, normalize(description + mean of its example
+    embeddings) (the description alone for a tool with no examples), ranked by cosine."""
+
+    def __init__(self, r: ToolRetriever) -> None:
+        idx = r._index
+        means = np.where(idx.counts[:, None] > 0, idx.sums / np.maximum(idx.counts, 1)[:, None], 0.0)
+        norm = np.linalg.norm(means, axis=1, keepdims=True)
+        vec = idx.desc + np.where(norm > 0, means / np.maximum(norm, 1e-12), 0.0)
+        self.vecs = (vec / np.linalg.norm(vec, axis=1, keepdims=True)).astype(np.float32)
+        self.names, self.encoder = r.tool_names, r.encoder
+
+    def retrieve(self, query: str, k: int) -> list[Any]:
+        from latentrag import Hit
+
+        s = self.vecs @ self.encoder.encode([query])[0]
+        return [Hit(self.names[i], "", float(s[i])) for i in np.argsort(-s)[:k]]
+
+
 def mlc_arm(r: ToolRetriever, queries: list[tuple[str, list[str]]], ks: list[int]) -> dict[str, float]:
     """Recall of the MLC head alone (tools ranked by their logit), trained on the same usage examples."""
     from latentrag.models.tool_mlc import train_mlc
@@ -135,23 +193,30 @@ def mlc_arm(r: ToolRetriever, queries: list[tuple[str, list[str]]], ks: list[int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--k", type=int, nargs="+", default=[5, 10])
+    ap.add_argument("--k", type=int, nargs="+", default=[3, 5, 10])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--select", action="store_true", help="grid-search the blend weights on the dev split")
     ap.add_argument("--plot", action="store_true")
+    ap.add_argument("--sets", nargs="+", default=["toolbench", "apibench_hf", "apibench_tf", "bfcl"])
+    ap.add_argument("--name", default="tools", help="results/NAME.json")
     args = ap.parse_args()
     res: dict[str, Any] = {"baseline": "description-only ToolRetriever.from_tools(tools)", "sets": {}}
-    sets = (("toolbench", toolbench), ("apibench_hf", apibench), ("apibench_tf", lambda: apibench("tensorflow")))
-    for set_name, loader in sets:
+    sets = {"toolbench": toolbench, "apibench_hf": apibench, "apibench_tf": lambda: apibench("tensorflow"),
+            "bfcl": bfcl}
+    for set_name in args.sets:
+        loader = sets[set_name]
         tools, queries = loader()
         examples, dev, test = split(queries, args.seed)
-        base = ToolRetriever.from_tools(tools, k=5)
-        t2v = ToolRetriever.from_tools(tools, examples=examples, k=5, refiner=False)
+        # the arms without multi-intent fusion isolate each stage; "default" and "description_default" are
+        # exactly what users get: ToolRetriever.from_tools(tools, [examples=...,] k=5)
+        base = ToolRetriever.from_tools(tools, k=5, multi_intent=False)
+        t2v = ToolRetriever.from_tools(tools, examples=examples, k=5, refiner=False, multi_intent=False)
         assert base.refiner is None
         t0 = time.perf_counter()
-        refined = ToolRetriever.from_tools(tools, examples=examples, k=5, refiner=True)
+        refined = ToolRetriever.from_tools(tools, examples=examples, k=5, refiner=True, multi_intent=False)
         fit_s = time.perf_counter() - t0
-        default = ToolRetriever.from_tools(tools, examples=examples, k=5, refiner="auto")  # held-out gate
+        default = ToolRetriever.from_tools(tools, examples=examples, k=5)
+        desc_default = ToolRetriever.from_tools(tools, k=5)
         row: dict[str, Any] = {"n_tools": len(tools), "n_examples": len(examples), "n_test": len(test),
                                "refiner_build_s": round(fit_s, 1), "auto_kept_refiner": default.refiner is not None}
         for q, _ in test:  # time retrieval on warm query embeddings, so the ratios compare the tool stage
@@ -161,24 +226,31 @@ def main() -> None:
             for wd in (0.1, 0.25, 0.4):
                 for wm in (0.2, 0.35, 0.5):
                     w = BlendWeights(desc=wd, mean=wm, max=(1 - wd - wm) / 2, top=(1 - wd - wm) / 2)
-                    r = ToolRetriever.from_tools(tools, examples=examples, k=5, weights=w, refiner=False)
+                    r = ToolRetriever.from_tools(tools, examples=examples, k=5, weights=w, refiner=False,
+                                                  multi_intent=False)
                     grid[f"desc={wd},mean={wm}"] = round(recall_at(r, dev, 5)[0], 2)
             row["dev_grid_R@5"] = grid
-        arms = (("description", base), ("tool2vec", t2v), ("tool2vec_refiner", refined), ("refiner_auto", default))
+        arms = (("description", base), ("mean_blend", MeanBlendBaseline(t2v)), ("tool2vec", t2v),
+                ("tool2vec_refiner", refined), ("default", default), ("description_default", desc_default))
         row["mlc"] = mlc_arm(t2v, test, args.k)
+        multi = [(q, g) for q, g in test if len(g) > 1]
+        row["n_test_multi_tool"] = len(multi)
         for label, r in arms:
             for k in sorted({1, *args.k}):
                 rec, ms = recall_at(r, test, k)
                 row.setdefault(label, {})[f"R@{k}"] = round(rec, 2)
                 row[label]["ms_per_query"] = round(ms, 3)
+            row[label]["NDCG@5"] = round(ndcg_at(r, test, 5), 2)
+            if multi:
+                row[label]["multi_R@5"] = round(recall_at(r, multi, 5)[0], 2)
             row.setdefault(label, {})["dev_R@5"] = round(recall_at(r, dev, 5)[0], 2)
-        for label in ("tool2vec", "tool2vec_refiner", "refiner_auto"):
+        for label in ("mean_blend", "tool2vec", "tool2vec_refiner", "default", "description_default"):
             row[label]["R@5_gain_points"] = round(row[label]["R@5"] - row["description"]["R@5"], 2)
             row[label]["latency_ratio"] = round(row[label]["ms_per_query"] / row["description"]["ms_per_query"], 2)
         res["sets"][set_name] = row
         if set_name == "toolbench":
             res["selection_ms_beyond_encoding"] = scaling(base, [q for q, _ in test[:200]])
-    report("tools", res)
+    report(args.name, res)
     if args.plot:
         import matplotlib
 
@@ -186,16 +258,16 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 3.4))
-        labels = ["description", "tool2vec", "tool2vec_refiner"]
-        width = 0.25
+        labels = ["description", "tool2vec", "tool2vec_refiner", "default"]
+        width = 0.2
         for i, label in enumerate(labels):
             vals = [res["sets"][s][label]["R@5"] for s in res["sets"]]
             ax.bar(np.arange(len(vals)) + i * width, vals, width, label=label)
-        ax.set_xticks(np.arange(len(res["sets"])) + width, list(res["sets"]))
+        ax.set_xticks(np.arange(len(res["sets"])) + 1.5 * width, list(res["sets"]))
         ax.set_ylabel("recall@5 of gold tools (%), test split")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(plot_path("tools"), dpi=120)
+        fig.savefig(plot_path(args.name), dpi=120)
 
 
 if __name__ == "__main__":
