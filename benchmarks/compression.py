@@ -1,0 +1,152 @@
+"""Context compression on dev QA with gold passages (single-passage questions from the shared multi-hop dev sets).
+
+    python benchmarks/compression.py [--n 200] [--projector DIR ...] [--skip-xrag] [--plot]
+
+1. TokenBudgetCompressor: each question gets its gold passage plus up to 4 of its example's other
+   passages (other hops, distractors), shuffled; at 25% and 50% of the input's tiktoken count, the
+   share of questions whose answer string survives ("evidence retention"), for the embedding and
+   lexical scorers and for head truncation of every passage to the same share (the baseline).
+2. XRAGReader on the gold passage: substring accuracy in ``none``, ``text`` and ``xrag`` modes (one
+   row per projector given), prompt tokens, total latency, and time to the first token with 5
+   passages (the gold one plus 4 others; ``max_new_tokens=1``), as ratios against ``text``.
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from typing import Any
+
+import numpy as np
+from _common import data_root, plot_path, report
+
+from latentrag.training.multihop import expand_paths
+from latentrag.training.xrag import QA, contains_answer, single_passage_qa
+
+
+def dev_qa(n: int, seed: int = 0) -> list[QA]:
+    root = data_root() / "multihop"
+    qas = single_passage_qa(expand_paths([str(root / "dev_*.jsonl")]))
+    random.Random(seed).shuffle(qas)
+    return qas[:n]
+
+
+def contexts(qas: list[QA], seed: int = 0) -> list[list[str]]:
+    rng = random.Random(seed)
+    out = []
+    for q in qas:
+        docs = [q.passage, *q.distractors[:4]]
+        rng.shuffle(docs)
+        out.append(docs)
+    return out
+
+
+def token_budget(qas: list[QA]) -> dict[str, Any]:
+    from latentrag import Hit
+    from latentrag.compressors import TokenBudgetCompressor
+    from latentrag.tokens import get_encoding
+
+    enc = get_encoding("cl100k_base")
+    ctxs = contexts(qas)
+    res: dict[str, Any] = {}
+    for ratio in (0.25, 0.5):
+        row: dict[str, Any] = {}
+        kept = []
+        for q, docs in zip(qas, ctxs, strict=True):
+            cut = [enc.decode(enc.encode_ordinary(d)[: max(1, int(len(enc.encode_ordinary(d)) * ratio))]) for d in docs]
+            kept.append(contains_answer(" ".join(cut), q.answer))
+        row["head_truncation"] = {"retention": round(float(np.mean(kept)), 4)}
+        for scorer in ("embedding", "lexical"):
+            comp = TokenBudgetCompressor(ratio=ratio, scorer=scorer)
+            kept, ms, ratios = [], [], []
+            for q, docs in zip(qas, ctxs, strict=True):
+                hits = [Hit(f"d{i}", d) for i, d in enumerate(docs)]
+                t0 = time.perf_counter()
+                out = comp.compress(q.question, hits)
+                ms.append((time.perf_counter() - t0) * 1000)
+                kept.append(contains_answer(" ".join(h.text for h in out), q.answer))
+                total_in = sum(len(enc.encode_ordinary(d)) for d in docs)
+                ratios.append(sum(h.meta["kept_tokens"] for h in out) / total_in)
+            row[scorer] = {"retention": round(float(np.mean(kept)), 4), "ms": round(float(np.median(ms)), 2),
+                           "kept_ratio": round(float(np.mean(ratios)), 4)}
+            row[scorer]["retention_vs_head"] = round(row[scorer]["retention"] / max(row["head_truncation"]["retention"],
+                                                                                   1e-9), 3)
+        res[f"{int(ratio * 100)}%"] = row
+    return res
+
+
+def xrag(qas: list[QA], projectors: list[str | None], n_ttft: int = 20) -> dict[str, Any]:
+    from latentrag.compressors import XRAGReader
+
+    out: dict[str, Any] = {}
+    ctxs = contexts(qas)
+    for proj in projectors:
+        reader = XRAGReader(projector=proj)
+        name = f"k={reader.tokens_per_doc}" + ("" if proj is None else f" ({proj})")
+        rows: dict[str, Any] = {}
+        for mode in ("none", "text", "xrag"):
+            t0 = time.perf_counter()
+            answers = reader.answer_batch([q.question for q in qas], [[q.passage] for q in qas], mode=mode,
+                                          max_new_tokens=16, batch_size=8)
+            total_ms = (time.perf_counter() - t0) * 1000 / len(qas)
+            acc = float(np.mean([contains_answer(a.text, q.answer) for a, q in zip(answers, qas, strict=True)]))
+            # time to first token with 5 passages, one question at a time
+            ttft = []
+            for q, docs in list(zip(qas, ctxs, strict=True))[:n_ttft]:
+                t0 = time.perf_counter()
+                reader.answer_batch([q.question], [docs], mode=mode, max_new_tokens=1)
+                ttft.append((time.perf_counter() - t0) * 1000)
+            rows[mode] = {"accuracy": round(acc, 4),
+                          "prompt_tokens_1doc": round(float(np.mean([a.prompt_tokens for a in answers])), 1),
+                          "prompt_tokens_5docs": reader.prompt_tokens(qas[0].question, ctxs[0], mode),
+                          "ms_per_question_batched": round(total_ms, 1),
+                          "ttft_ms_5docs": round(float(np.median(ttft)), 1)}
+        for mode in ("none", "xrag"):
+            rows[mode]["ttft_speedup_vs_text"] = round(rows["text"]["ttft_ms_5docs"] / rows[mode]["ttft_ms_5docs"], 2)
+            rows[mode]["accuracy_vs_text"] = round(rows[mode]["accuracy"] / max(rows["text"]["accuracy"], 1e-9), 3)
+        out[name] = rows
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--projector", nargs="*", default=None, help="projector folders (default: the shipped one)")
+    ap.add_argument("--skip-xrag", action="store_true")
+    ap.add_argument("--name", default="compression")
+    ap.add_argument("--plot", action="store_true")
+    args = ap.parse_args()
+    qas = dev_qa(args.n)
+    metrics: dict[str, Any] = {"n_questions": len(qas), "token_budget": token_budget(qas)}
+    if not args.skip_xrag:
+        metrics["xrag"] = xrag(qas, args.projector or [None])
+    report(args.name, metrics)
+    if args.plot:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2 if "xrag" in metrics else 1, figsize=(10, 4), squeeze=False)
+        tb = metrics["token_budget"]
+        for i, budget in enumerate(tb):
+            kinds = list(tb[budget])
+            axes[0][0].bar([f"{k}\n{budget}" for k in kinds], [tb[budget][k]["retention"] for k in kinds],
+                           color=f"C{i}")
+        axes[0][0].set_ylabel("answer retention")
+        if "xrag" in metrics:
+            for i, (name, rows) in enumerate(metrics["xrag"].items()):
+                axes[0][1].scatter([rows[m]["ttft_ms_5docs"] for m in rows], [rows[m]["accuracy"] for m in rows],
+                                   label=name, color=f"C{i}")
+                for m in rows:
+                    axes[0][1].annotate(m, (rows[m]["ttft_ms_5docs"], rows[m]["accuracy"]))
+            axes[0][1].set_xlabel("time to first token, 5 passages (ms)")
+            axes[0][1].set_ylabel("accuracy")
+            axes[0][1].legend()
+        for ax in axes[0]:
+            ax.tick_params(axis="x", labelsize=7)
+        fig.tight_layout()
+        fig.savefig(plot_path(args.name), dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The xRAG modality bridge: a small MLP from a retrieval embedding to ``k`` soft tokens of a frozen LM.
+
+``Linear(d_r -> H) -> GELU -> Linear(H -> k*H)``, reshaped to ``k`` rows of the LM's input-embedding size
+``H`` (xRAG's ``mlp2x_gelu`` with ``k = 1``; ``k > 1`` is this package's option). Saved as
+``projector.safetensors`` plus ``config.json`` recording the encoder (name, dim) and the LM (name, hidden
+size) it was trained for; :meth:`Projector.check_pair` refuses any other pair.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from latentrag.errors import EncoderMismatchError, InvalidInputError, ModelLoadError, check_positive_int
+
+#: The projector trained for (shipped MiniLM, shipped SmolLM2), inside the package.
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "xrag"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ProjectorConfig:
+    """What a projector maps from and to. ``extra`` holds free training notes (data, steps, seed)."""
+
+    encoder_name: str
+    encoder_dim: int
+    lm_name: str
+    lm_hidden_size: int
+    tokens_per_doc: int = 1
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_positive_int("encoder_dim", self.encoder_dim)
+        check_positive_int("lm_hidden_size", self.lm_hidden_size)
+        check_positive_int("tokens_per_doc", self.tokens_per_doc)
+
+
+class Projector(nn.Module):
+    """Map embeddings of shape (n, encoder_dim) to soft tokens of shape (n, tokens_per_doc, lm_hidden_size)."""
+
+    def __init__(self, config: ProjectorConfig) -> None:
+        super().__init__()
+        self.config = config
+        h = config.lm_hidden_size
+        self.fc1 = nn.Linear(config.encoder_dim, h)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(h, config.tokens_per_doc * h)
+
+    @property
+    def tokens_per_doc(self) -> int:
+        return self.config.tokens_per_doc
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.config.encoder_dim:
+            msg = (
+                f"embeddings must have shape (n, {self.config.encoder_dim}), got {tuple(embeddings.shape)}; "
+                f"embed the passages with {self.config.encoder_name}."
+            )
+            raise InvalidInputError(msg)
+        out = self.fc2(self.act(self.fc1(embeddings)))
+        return out.view(embeddings.shape[0], self.config.tokens_per_doc, self.config.lm_hidden_size)
+
+    def check_pair(self, encoder_name: str, encoder_dim: int, lm_name: str, lm_hidden_size: int) -> None:
+        """Raise :class:`EncoderMismatchError` unless this projector was trained for this encoder and LM."""
+        c = self.config
+        if (encoder_name, int(encoder_dim)) != (c.encoder_name, c.encoder_dim):
+            msg = (
+                f"the projector was trained for encoder {c.encoder_name} (dim {c.encoder_dim}) but the encoder is "
+                f"{encoder_name} (dim {encoder_dim}); use the matching encoder or train a projector with "
+                "`latentrag train xrag`."
+            )
+            raise EncoderMismatchError(msg)
+        if (lm_name, int(lm_hidden_size)) != (c.lm_name, c.lm_hidden_size):
+            msg = (
+                f"the projector was trained for LM {c.lm_name} (hidden size {c.lm_hidden_size}) but the LM is "
+                f"{lm_name} (hidden size {lm_hidden_size}); use the matching LM or train a projector with "
+                "`latentrag train xrag`."
+            )
+            raise EncoderMismatchError(msg)
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``projector.safetensors`` and ``config.json`` into ``folder`` (created if needed)."""
+        from safetensors.torch import save_file
+
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(path / "projector.safetensors"), metadata={"format": "pt"})
+        (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str] | None = None) -> Projector:
+        """Load a saved projector (``None``: the shipped one), frozen and in eval mode."""
+        from safetensors.torch import load_file
+
+        path = Path(folder) if folder is not None else SHIPPED_DIR
+        cfg_path, weights = path / "config.json", path / "projector.safetensors"
+        if not cfg_path.is_file() or not weights.is_file():
+            msg = (
+                f"no projector at {str(path)!r}: expected config.json and projector.safetensors there; "
+                "train one with `latentrag train xrag --out FOLDER`."
+            )
+            raise ModelLoadError(msg)
+        try:
+            raw = json.loads(cfg_path.read_text())
+            config = ProjectorConfig(**raw)
+        except (ValueError, TypeError) as exc:
+            msg = f"{cfg_path} is not a projector config ({exc}); re-save it with Projector.save()."
+            raise ModelLoadError(msg) from exc
+        proj = cls(config)
+        proj.load_state_dict(load_file(str(weights)))
+        proj.eval()
+        for p in proj.parameters():
+            p.requires_grad_(False)
+        return proj

