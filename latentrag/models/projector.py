@@ -70,20 +70,15 @@ class Projector(nn.Module):
     def check_pair(self, encoder_name: str, encoder_dim: int, lm_name: str, lm_hidden_size: int) -> None:
         """Raise :class:`EncoderMismatchError` unless this projector was trained for this encoder and LM."""
         c = self.config
-        if (encoder_name, int(encoder_dim)) != (c.encoder_name, c.encoder_dim):
-            msg = (
-                f"the projector was trained for encoder {c.encoder_name} (dim {c.encoder_dim}) but the encoder is "
-                f"{encoder_name} (dim {encoder_dim}); use the matching encoder or train a projector with "
-                "`latentrag train xrag`."
-            )
-            raise EncoderMismatchError(msg)
-        if (lm_name, int(lm_hidden_size)) != (c.lm_name, c.lm_hidden_size):
-            msg = (
-                f"the projector was trained for LM {c.lm_name} (hidden size {c.lm_hidden_size}) but the LM is "
-                f"{lm_name} (hidden size {lm_hidden_size}); use the matching LM or train a projector with "
-                "`latentrag train xrag`."
-            )
-            raise EncoderMismatchError(msg)
+        pairs = (("encoder", "dim", (c.encoder_name, c.encoder_dim), (encoder_name, int(encoder_dim))),
+                 ("LM", "hidden size", (c.lm_name, c.lm_hidden_size), (lm_name, int(lm_hidden_size))))
+        for kind, size, (want, want_n), (got, got_n) in pairs:
+            if (got, got_n) != (want, want_n):
+                msg = (
+                    f"the projector was trained for {kind} {want} ({size} {want_n}) but the {kind} is {got} "
+                    f"({size} {got_n}); use the matching {kind} or train a projector with `latentrag train xrag`."
+                )
+                raise EncoderMismatchError(msg)
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``projector.safetensors`` and ``config.json`` into ``folder`` (created if needed)."""
