@@ -38,6 +38,18 @@ def test_shipped_projector_is_trained_for_the_defaults(reader):
     assert (SHIPPED_DIR / "MODEL_CARD.md").is_file()
 
 
+def test_tokens_per_doc_picks_a_shipped_projector(reader):
+    from latentrag.compressors import XRAGReader
+
+    one = XRAGReader(lm=reader.lm, tokens_per_doc=1)
+    assert one.tokens_per_doc == one.projector.config.tokens_per_doc == 1
+    assert reader.prompt_tokens("Q?", PASSAGES, "xrag") - one.prompt_tokens("Q?", PASSAGES, "xrag") == 3 * 3
+    assert isinstance(one.answer("Who directed Jaws?", PASSAGES[1:2], max_new_tokens=4), str)
+    assert XRAGReader(lm=reader.lm, tokens_per_doc=4).projector.config == reader.projector.config
+    with pytest.raises(ModelLoadError, match=r"no shipped projector makes tokens_per_doc=3 .*shipped: \[1, 4\]"):
+        XRAGReader(lm=reader.lm, tokens_per_doc=3)
+
+
 def test_training_runs_end_to_end_and_its_projector_loads(reader, tmp_path, data_dir):
     """Both stages (paraphrase, then QA with the KL teacher) on a few real training samples."""
     from latentrag.compressors import XRAGReader

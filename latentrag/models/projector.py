@@ -19,8 +19,32 @@ from torch import nn
 
 from latentrag.errors import EncoderMismatchError, InvalidInputError, ModelLoadError, check_positive_int
 
-#: The projector trained for (shipped MiniLM, shipped SmolLM2), inside the package.
+#: The projector trained for (shipped MiniLM, shipped SmolLM2), inside the package (the default, 4 tokens).
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "xrag"
+
+
+def shipped_dir(tokens_per_doc: int | None = None) -> Path:
+    """The shipped projector folder for ``tokens_per_doc`` (``None``: the default one). Other token counts
+    ship as ``weights/xrag_k{N}``; asking for one that is not shipped is an error naming those that are."""
+    if tokens_per_doc is None:
+        return SHIPPED_DIR
+    try:
+        default_k = int(json.loads((SHIPPED_DIR / "config.json").read_text())["tokens_per_doc"])
+    except (OSError, ValueError, KeyError):
+        default_k = None
+    if tokens_per_doc == default_k:
+        return SHIPPED_DIR
+    folder = SHIPPED_DIR.parent / f"xrag_k{tokens_per_doc}"
+    if (folder / "config.json").is_file():
+        return folder
+    shipped = sorted({int(p.name[len("xrag_k") :]) for p in SHIPPED_DIR.parent.glob("xrag_k*")}
+                     | ({default_k} if default_k is not None else set()))
+    msg = (
+        f"no shipped projector makes tokens_per_doc={tokens_per_doc} soft tokens (shipped: {shipped}); pick one of "
+        f"those or train one with `latentrag train xrag --tokens-per-doc {tokens_per_doc} --out DIR` and pass "
+        "projector=DIR."
+    )
+    raise ModelLoadError(msg)
 FORMAT_VERSION = 1
 
 
