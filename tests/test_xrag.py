@@ -67,6 +67,17 @@ def test_training_runs_end_to_end_and_its_projector_loads(reader, tmp_path, data
         XRAGReader(lm=reader.lm, projector=str(tmp_path), tokens_per_doc=3)
 
 
+def test_held_out_questions_passages_are_never_trained_on():
+    from latentrag.training.xrag import QA, XRAGTrainConfig, held_out_split
+
+    qas = [QA(f"q{i}", f"p{i % 5}", "a") for i in range(20)]
+    passages = [f"p{i}" for i in range(10)]
+    dev, train, stage1 = held_out_split(qas, passages, XRAGTrainConfig(dev_size=2, stage1_samples=4, stage1_skip=1))
+    held = {q.passage for q in dev}
+    assert held == {"p0", "p1"} and all(q.passage not in held for q in train) and len(train) == 12
+    assert stage1 == ["p3", "p4", "p5", "p6"]  # p0/p1 removed, then the skip and the budget
+
+
 def test_embed_batch_left_pads_and_scatters_in_order():
     table = torch.nn.Embedding(10, 3)
     rows = [[1, SLOT, 2], [3, SLOT, SLOT, 4, 5]]

@@ -32,7 +32,7 @@ import torch
 
 from latentrag.compressors.base import BaseCompressor
 from latentrag.encoders import Encoder, default_encoder, load_encoder
-from latentrag.errors import InvalidInputError, check_positive_int, check_query
+from latentrag.errors import InvalidInputError, ModelLoadError, check_positive_int, check_query
 from latentrag.models.lm import LanguageModel, load_lm
 from latentrag.models.projector import Projector, shipped_dir
 from latentrag.models.xrag_prompt import embed_batch, prompt_ids, slot_marker, user_message
@@ -117,10 +117,12 @@ class XRAGReader:
         encoder: Encoder | str | None = None,
         max_text_tokens: int = MAX_TEXT_TOKENS,
     ) -> None:
+        if tokens_per_doc is not None:
+            check_positive_int("tokens_per_doc", tokens_per_doc)
+        if projector is None:  # the shipped projector for this token count (the default one for None), checked
+            projector = Projector.load(shipped_dir(tokens_per_doc))  # before the slow LM load
         self.lm = lm if isinstance(lm, LanguageModel) else load_lm(lm)
         self.encoder = default_encoder() if encoder is None else load_encoder(encoder)
-        if projector is None:  # the shipped projector for this token count (the default one for None)
-            projector = Projector.load(shipped_dir(tokens_per_doc))
         self.projector = projector if isinstance(projector, Projector) else Projector.load(projector)
         self.projector.check_pair(self.encoder.name, self.encoder.dim, self.lm.name, self.lm.hidden_size)
         if tokens_per_doc is not None and tokens_per_doc != self.projector.tokens_per_doc:
@@ -310,7 +312,7 @@ class XRAGReader:
         out = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True)
         running = list(range(len(rows)))
         last_pos = positions[:, -1]
-        for _ in range(max_new_tokens):
+        for i in range(max_new_tokens):
             tokens = out.logits[:, -1].argmax(-1)
             step = {}
             still = []
@@ -324,6 +326,8 @@ class XRAGReader:
             if not step:
                 return
             yield step
+            if i == max_new_tokens - 1:  # no decode step for a token nobody will read
+                return
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
             last_pos = last_pos + 1
             out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_pos[:, None],
@@ -357,8 +361,10 @@ def _shipped_tokens_per_doc() -> int:
 
     try:
         return int(json.loads((SHIPPED_DIR / "config.json").read_text())["tokens_per_doc"])
-    except (OSError, ValueError, KeyError):
-        return 1
+    except (OSError, ValueError, KeyError) as exc:
+        msg = (f"cannot read the shipped projector's config in {SHIPPED_DIR} ({exc}); reinstall latentrag or pass "
+               "XRAGCompressor(tokens_per_doc=N) to match your reader.")
+        raise ModelLoadError(msg) from exc
 
 
 class XRAGCompressor(BaseCompressor):

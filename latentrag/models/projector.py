@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,9 @@ def shipped_dir(tokens_per_doc: int | None = None) -> Path:
     folder = SHIPPED_DIR.parent / f"xrag_k{tokens_per_doc}"
     if (folder / "config.json").is_file():
         return folder
-    shipped = sorted({int(p.name[len("xrag_k") :]) for p in SHIPPED_DIR.parent.glob("xrag_k*")}
-                     | ({default_k} if default_k is not None else set()))
+    found = (re.fullmatch(r"xrag_k(\d+)", p.name) for p in SHIPPED_DIR.parent.glob("xrag_k*")
+             if (p / "config.json").is_file())
+    shipped = sorted({int(m.group(1)) for m in found if m} | ({default_k} if default_k is not None else set()))
     msg = (
         f"no shipped projector makes tokens_per_doc={tokens_per_doc} soft tokens (shipped: {shipped}); pick one of "
         f"those or train one with `latentrag train xrag --tokens-per-doc {tokens_per_doc} --out DIR` and pass "

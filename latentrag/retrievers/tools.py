@@ -258,7 +258,9 @@ class ToolRetriever(BaseRetriever):
 
     # ------------------------------------------------------------------ retrieval
     def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[list[Hit]]:
-        parts = [split_intents(q) for q in queries] if self.multi_intent else [[] for _ in queries]
+        # with caller-given request vectors (maybe another model's) the parts are not encoded: one space only
+        split = self.multi_intent and vectors is None
+        parts = [split_intents(q) for q in queries] if split else [[] for _ in queries]
         flat = [p for ps in parts for p in ps]
         if vectors is None:
             both = self.encoder.encode(queries + flat)  # one encoder batch for requests and their parts
@@ -268,7 +270,7 @@ class ToolRetriever(BaseRetriever):
             if vectors.shape[1] != self._index.dim:
                 msg = f"query embedding has dimension {vectors.shape[1]}, the tool index {self._index.dim}."
                 raise InvalidInputError(msg)
-            part_vecs = self.encoder.encode(flat) if flat else vectors[:0]
+            part_vecs = vectors[:0]
         with self._lock:
             if not self._specs:
                 msg = "the tool retriever holds no tools; call add_tools([...]) before retrieving."

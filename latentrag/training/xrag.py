@@ -242,6 +242,17 @@ def accuracy(reader: Any, qas: list[QA], mode: str, batch_size: int = 8) -> floa
     return float(np.mean([contains_answer(a.text, q.answer) for a, q in zip(answers, qas, strict=True)]))
 
 
+def held_out_split(qas: list[QA], passages: list[str], cfg: XRAGTrainConfig) -> tuple[
+        list[QA], list[QA], list[str]]:
+    """(dev, stage-2 questions, stage-1 passages) from shuffled ``qas`` and ``passages``: the first
+    ``dev_size`` questions are held out, and their passages are trained on in neither stage."""
+    dev = qas[: cfg.dev_size]
+    held = {q.passage for q in dev}
+    train = [q for q in qas[cfg.dev_size :] if q.passage not in held][: cfg.stage2_samples]
+    kept = [p for p in passages if p not in held]
+    return dev, train, kept[cfg.stage1_skip : cfg.stage1_skip + cfg.stage1_samples]
+
+
 def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Train, evaluate on the held-out training questions, and save the projector to ``out``."""
     from latentrag.compressors.xrag import XRAGReader
@@ -257,13 +268,19 @@ def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: st
     qas = single_passage_qa(paths)
     rng = random.Random(cfg.seed)
     rng.shuffle(qas)
-    dev, train = qas[: cfg.dev_size], qas[cfg.dev_size :][: cfg.stage2_samples]
-    passages = train_passages(paths)
-    rng.shuffle(passages)
-    passages = passages[cfg.stage1_skip : cfg.stage1_skip + cfg.stage1_samples]
+    all_passages = train_passages(paths)
+    rng.shuffle(all_passages)
+    dev, train, passages = held_out_split(qas, all_passages, cfg)
     logger.info("xrag data: %d QA (%d dev held out), %d paraphrase passages", len(qas), len(dev), len(passages))
+    if cfg.stage1_skip < 0:
+        msg = f"stage1_skip must be >= 0, got {cfg.stage1_skip}"
+        raise ValueError(msg)
     if cfg.init:
         proj = Projector.load(cfg.init)
+        if proj.config.extra.get("seed", cfg.seed) != cfg.seed:
+            msg = (f"--init {cfg.init} was trained with seed {proj.config.extra['seed']}, not {cfg.seed}: the seed "
+                   "fixes the held-out dev questions, so a warm start must keep it")
+            raise ValueError(msg)
         proj.check_pair(enc.name, enc.dim, lm.name, lm.hidden_size)
         if proj.tokens_per_doc != cfg.tokens_per_doc:
             msg = f"--init {cfg.init} has tokens_per_doc={proj.tokens_per_doc}, not {cfg.tokens_per_doc}"
