@@ -32,9 +32,9 @@ import torch
 
 from latentrag.compressors.base import BaseCompressor
 from latentrag.encoders import Encoder, default_encoder, load_encoder
-from latentrag.errors import InvalidInputError, ModelLoadError, check_positive_int, check_query
+from latentrag.errors import InvalidInputError, check_positive_int, check_query
 from latentrag.models.lm import LanguageModel, load_lm
-from latentrag.models.projector import Projector, shipped_dir
+from latentrag.models.projector import Projector, shipped_dir, shipped_tokens_per_doc
 from latentrag.models.xrag_prompt import embed_batch, prompt_ids, slot_marker, user_message
 from latentrag.types import Hit
 
@@ -149,17 +149,7 @@ class XRAGReader:
     def embed_passages(self, passages: Sequence[Passage]) -> np.ndarray:
         """Retrieval embeddings (n, encoder dim): a hit's own vector when it has one of the right size, its
         ``xrag_embedding`` metadata next, else the encoder over the text's first window."""
-        out = np.empty((len(passages), self.encoder.dim), dtype=np.float32)
-        todo: list[int] = []
-        for j, p in enumerate(passages):
-            vec = _known_vector(p, self.encoder.dim)
-            if vec is None:
-                todo.append(j)
-            else:
-                out[j] = vec
-        if todo:
-            out[todo] = self.encoder.encode([_text(passages[j]) for j in todo])
-        return out
+        return passage_vectors(passages, self.encoder)
 
     def _clip(self, text: str) -> str:
         ids = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -343,6 +333,22 @@ def _text(p: Passage) -> str:
     raise InvalidInputError(msg)
 
 
+def passage_vectors(passages: Sequence[Passage], encoder: Encoder) -> np.ndarray:
+    """Embeddings (n, encoder dim) of ``passages``: a hit's own vector of the right size, its
+    ``xrag_embedding`` metadata next, else ``encoder`` over the text (one batch for all of those)."""
+    out = np.empty((len(passages), encoder.dim), dtype=np.float32)
+    todo: list[int] = []
+    for j, p in enumerate(passages):
+        vec = _known_vector(p, encoder.dim)
+        if vec is None:
+            todo.append(j)
+        else:
+            out[j] = vec
+    if todo:
+        out[todo] = encoder.encode([_text(passages[j]) for j in todo])
+    return out
+
+
 def _known_vector(p: Passage, dim: int) -> np.ndarray | None:
     if not isinstance(p, Hit):
         return None
@@ -352,19 +358,6 @@ def _known_vector(p: Passage, dim: int) -> np.ndarray | None:
     if emb is not None and len(emb) == dim:
         return np.asarray(emb, dtype=np.float32)
     return None
-
-
-def _shipped_tokens_per_doc() -> int:
-    import json
-
-    from latentrag.models.projector import SHIPPED_DIR
-
-    try:
-        return int(json.loads((SHIPPED_DIR / "config.json").read_text())["tokens_per_doc"])
-    except (OSError, ValueError, KeyError) as exc:
-        msg = (f"cannot read the shipped projector's config in {SHIPPED_DIR} ({exc}); reinstall latentrag or pass "
-               "XRAGCompressor(tokens_per_doc=N) to match your reader.")
-        raise ModelLoadError(msg) from exc
 
 
 class XRAGCompressor(BaseCompressor):
@@ -384,20 +377,14 @@ class XRAGCompressor(BaseCompressor):
                  replace_text: bool = True, registry: SoftContextRegistry | None = None) -> None:
         self.encoder = default_encoder() if encoder is None else load_encoder(encoder)
         if tokens_per_doc is None:  # the shipped projector's (only recorded in the metadata)
-            tokens_per_doc = _shipped_tokens_per_doc()
+            tokens_per_doc = shipped_tokens_per_doc()
         self.tokens_per_doc = check_positive_int("tokens_per_doc", tokens_per_doc)
         self.replace_text = replace_text
         self.registry = registry or REGISTRY
 
     def _compress(self, query: str, hits: list[Hit]) -> list[Hit]:
-        missing = [j for j, h in enumerate(hits) if _known_vector(h, self.encoder.dim) is None]
-        fresh = self.encoder.encode([hits[j].text for j in missing]) if missing else None
         out = []
-        for j, h in enumerate(hits):
-            vec = _known_vector(h, self.encoder.dim)
-            if vec is None:
-                assert fresh is not None
-                vec = fresh[missing.index(j)]
+        for h, vec in zip(hits, passage_vectors(hits, self.encoder), strict=True):
             key = self.registry.put(vec, h.text)
             meta = {**h.meta, "xrag_key": key, "original_text": h.text, "xrag_tokens": self.tokens_per_doc,
                     "text_tokens": _rough_tokens(h.text)}

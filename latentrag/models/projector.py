@@ -24,14 +24,24 @@ from latentrag.errors import EncoderMismatchError, InvalidInputError, ModelLoadE
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "xrag"
 
 
+def shipped_tokens_per_doc() -> int:
+    """Soft tokens per passage of the default shipped projector (read from its config.json)."""
+    try:
+        return int(json.loads((SHIPPED_DIR / "config.json").read_text())["tokens_per_doc"])
+    except (OSError, ValueError, KeyError) as exc:
+        msg = (f"cannot read the shipped projector's config in {SHIPPED_DIR} ({exc}); reinstall latentrag or pass "
+               "tokens_per_doc=N (XRAGCompressor) to match your reader.")
+        raise ModelLoadError(msg) from exc
+
+
 def shipped_dir(tokens_per_doc: int | None = None) -> Path:
     """The shipped projector folder for ``tokens_per_doc`` (``None``: the default one). Other token counts
     ship as ``weights/xrag_k{N}``; asking for one that is not shipped is an error naming those that are."""
     if tokens_per_doc is None:
         return SHIPPED_DIR
     try:
-        default_k = int(json.loads((SHIPPED_DIR / "config.json").read_text())["tokens_per_doc"])
-    except (OSError, ValueError, KeyError):
+        default_k: int | None = shipped_tokens_per_doc()
+    except ModelLoadError:
         default_k = None
     if tokens_per_doc == default_k:
         return SHIPPED_DIR
