@@ -161,10 +161,7 @@ class MeanBlendBaseline:
     embeddings) (the description alone for a tool with no examples), ranked by cosine."""
 
     def __init__(self, r: ToolRetriever) -> None:
-        idx = r._index
-        means = np.where(idx.counts[:, None] > 0, idx.sums / np.maximum(idx.counts, 1)[:, None], 0.0)
-        norm = np.linalg.norm(means, axis=1, keepdims=True)
-        vec = idx.desc + np.where(norm > 0, means / np.maximum(norm, 1e-12), 0.0)
+        vec = r._index.desc + r._index.means()  # means() is the description itself for a tool with no examples
         self.vecs = (vec / np.linalg.norm(vec, axis=1, keepdims=True)).astype(np.float32)
         self.names, self.encoder = r.tool_names, r.encoder
 
