@@ -263,26 +263,23 @@ class ToolRetriever(BaseRetriever):
         parts = [split_intents(q) for q in queries] if split else [[] for _ in queries]
         flat = [p for ps in parts for p in ps]
         if vectors is None:
-            both = self.encoder.encode(queries + flat)  # one encoder batch for requests and their parts
-            vectors, part_vecs = both[: len(queries)], both[len(queries) :]
+            rows_in = self.encoder.encode(queries + flat)  # one encoder batch for requests and their parts
         else:
-            vectors = np.asarray(vectors, dtype=np.float32).reshape(len(queries), -1)
-            if vectors.shape[1] != self._index.dim:
-                msg = f"query embedding has dimension {vectors.shape[1]}, the tool index {self._index.dim}."
+            rows_in = np.asarray(vectors, dtype=np.float32).reshape(len(queries), -1)
+            if rows_in.shape[1] != self._index.dim:
+                msg = f"query embedding has dimension {rows_in.shape[1]}, the tool index {self._index.dim}."
                 raise InvalidInputError(msg)
-            part_vecs = vectors[:0]
         with self._lock:
             if not self._specs:
                 msg = "the tool retriever holds no tools; call add_tools([...]) before retrieving."
                 raise StoreError(msg)
-            ranked = self._score_rows(vectors, k)
-            if flat:
-                part_ranked = self._score_rows(part_vecs, k)
-                start = 0
-                for i, ps in enumerate(parts):
-                    if ps:
-                        ranked[i] = fuse_max([ranked[i], *part_ranked[start : start + len(ps)]], k)
-                        start += len(ps)
+            ranked = self._score_rows(rows_in, k)  # requests, then their parts, in one candidate search
+            start = len(queries)
+            for i, ps in enumerate(parts):
+                if ps:
+                    ranked[i] = fuse_max([ranked[i], *ranked[start : start + len(ps)]], k)
+                    start += len(ps)
+            ranked = ranked[: len(queries)]
             out = []
             for rows, scores in ranked:
                 out.append([self._hit(int(r), float(s)) for r, s in zip(rows, scores, strict=True)])
