@@ -26,7 +26,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun  # noqa: E402
 from langchain_core.language_models import BaseChatModel  # noqa: E402
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult  # noqa: E402
-from pydantic import ConfigDict, PrivateAttr  # noqa: E402
+from pydantic import ConfigDict  # noqa: E402
 
 from latentrag.errors import InvalidInputError  # noqa: E402
 
@@ -43,7 +43,6 @@ class XRAGChatModel(BaseChatModel):
     reader: Any = None
     mode: str = "xrag"
     max_new_tokens: int = 32
-    _lock: Any = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:

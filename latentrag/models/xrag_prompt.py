@@ -27,20 +27,15 @@ def slot_marker() -> str:
 
 def user_message(question: str, passages: Sequence[str] | None, n_soft_docs: int = 0) -> str:
     """The user turn: passages as text, ``n_soft_docs`` slot markers, or neither (no context)."""
-    if passages:
-        background = "\n\n".join(p.strip() for p in passages)
-        return f"{INSTRUCTION}\n\nBackground:\n{background}\n\nQuestion: {question.strip()}"
-    if n_soft_docs:
-        background = "\n\n".join([_MARK] * n_soft_docs)
+    if passages or n_soft_docs:
+        docs = [p.strip() for p in passages] if passages else [_MARK] * n_soft_docs
+        background = "\n\n".join(docs)
         return f"{INSTRUCTION}\n\nBackground:\n{background}\n\nQuestion: {question.strip()}"
     return f"{NO_CONTEXT_INSTRUCTION}\n\nQuestion: {question.strip()}"
 
 
-def prompt_ids(tokenizer: Any, user: str, tokens_per_doc: int = 1, answer: str | None = None) -> list[int]:
-    """Token ids of the chat prompt for ``user`` (ending with the assistant header), slot markers as ``SLOT``.
-
-    With ``answer`` the ids of ``answer`` plus the end-of-turn token follow (for training).
-    """
+def prompt_ids(tokenizer: Any, user: str, tokens_per_doc: int = 1) -> list[int]:
+    """Token ids of the chat prompt for ``user`` (ending with the assistant header), slot markers as ``SLOT``."""
     text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
                                          add_generation_prompt=True)
     pieces = text.split(_MARK)
@@ -49,8 +44,6 @@ def prompt_ids(tokenizer: Any, user: str, tokens_per_doc: int = 1, answer: str |
         if i:
             ids.extend([SLOT] * tokens_per_doc)
         ids.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
-    if answer is not None:
-        ids.extend(answer_ids(tokenizer, answer))
     return ids
 
 
