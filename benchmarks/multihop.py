@@ -2,10 +2,13 @@
 weights, defaults) vs an Iter-RetGen-style LLM query-rewrite loop with the local SmolLM2-135M.
 
     python benchmarks/multihop.py [--plot] [--llm-questions 60]
+    python benchmarks/multihop.py --sweep     # the dev grid the link defaults were chosen on
 
 Corpus: the union of every dev pool and gold passage (deduplicated), one shared FaissStore. Recall is
 TreeHop's protocol: gold passages matched by title, micro-averaged. Latency is end to end per query
-(query encoding included), one query at a time, on the same machine in the same run. The LLM loop is
+(query encoding included), one query at a time, on the same machine in the same run. Two ablations of
+the default run beside it: ``treehop_only`` (``links=False``: the hop network alone) and ``links_only``
+(``n_hops=1``: title links from the hop-1 hits, no hop network). The LLM loop is
 slow (seconds per question), so it runs on the first ``--llm-questions`` questions of each set and the
 other two retrievers are also reported on that same subset. Prints one JSON line.
 """
@@ -73,33 +76,53 @@ def subset(ds: DevSet, n: int) -> DevSet:
     return DevSet(ds.name, ds.questions[:n], ds.vectors[:n], ds.gold[:n])
 
 
+def sweep(store: Any, sets: dict[str, DevSet], ks: list[int]) -> None:
+    """Mean dev recall over the link settings (cached question vectors, no latency)."""
+    grid = []
+    for bonus in (0.2, 0.3, 0.5, 0.8):
+        for link_from in (2, 3, 5):
+            for dense_keep in (0.3, 0.5):
+                rec = {}
+                for k in ks:
+                    r = MultiHopRetriever(store, k=k, link_bonus=bonus, link_from=link_from, dense_keep=dense_keep)
+                    rec[f"R@{k}"] = {n: round(100 * recall(r._retrieve_batch(ds.questions, k, ds.vectors), ds.gold, k),
+                                              2) for n, ds in sets.items()}
+                    rec[f"mean_R@{k}"] = round(float(np.mean(list(rec[f"R@{k}"].values()))), 2)
+                grid.append({"link_bonus": bonus, "link_from": link_from, "dense_keep": dense_keep, **rec})
+    best = max(grid, key=lambda g: sum(g[f"mean_R@{k}"] for k in ks))
+    report("multihop_sweep", {"split": "dev", "criterion": f"sum of mean R@{ks}", "best": best, "grid": grid})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ks", type=int, nargs="+", default=[5, 10])
     ap.add_argument("--latency-questions", type=int, default=300, help="questions per set timed one by one")
     ap.add_argument("--llm-questions", type=int, default=30, help="questions per set for the LLM baseline (0: skip)")
     ap.add_argument("--plot", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="only the dev grid of link_bonus x link_from x dense_keep")
     args = ap.parse_args()
     enc = default_encoder()
     store, sets = load_dev(data_root(), DiskEmbeddingCache(enc))
+    if args.sweep:
+        sweep(store, sets, args.ks)
+        return
     # Latency is timed on new questions: an encoder without the embedding cache (same model and name).
     store.encoder = default_encoder(cache_size=0)
     store.encoder.encode(["warm-up"])
     res: dict[str, Any] = {"n_passages": len(store), "n_questions": {n: len(d.questions) for n, d in sets.items()},
                            "baseline": "DenseRetriever at the same k", "by_k": {}}
     for k in args.ks:
-        dense, multi = DenseRetriever(store, k=k), MultiHopRetriever(store, k=k)
-        row: dict[str, Any] = {"dense": {}, "multihop": {}}
-        for name, ds in sets.items():
-            # Recall on the whole set (batched, cached question vectors: same hits as one-by-one).
-            row["dense"][name] = round(100 * recall(dense._retrieve_batch(ds.questions, k, ds.vectors), ds.gold, k), 2)
-            row["multihop"][name] = round(100 * recall(multi._retrieve_batch(ds.questions, k, ds.vectors), ds.gold, k),
-                                          2)
+        arms = {"dense": DenseRetriever(store, k=k), "multihop": MultiHopRetriever(store, k=k),
+                "treehop_only": MultiHopRetriever(store, k=k, links=False),
+                "links_only": MultiHopRetriever(store, k=k, n_hops=1)}
+        row: dict[str, Any] = {label: {} for label in arms}
         qs = [q for ds in sets.values() for q in ds.questions[: args.latency_questions]]
-        _, d_ms = timed(dense.retrieve, qs)
-        _, m_ms = timed(multi.retrieve, qs)
-        row["dense"]["ms_per_query"] = round(d_ms, 2)
-        row["multihop"]["ms_per_query"] = round(m_ms, 2)
+        for label, r in arms.items():
+            for name, ds in sets.items():
+                # Recall on the whole set (batched, cached question vectors: same hits as one-by-one).
+                row[label][name] = round(100 * recall(r._retrieve_batch(ds.questions, k, ds.vectors), ds.gold, k), 2)
+            row[label]["ms_per_query"] = round(timed(r.retrieve, qs)[1], 2)
+        d_ms, m_ms = row["dense"]["ms_per_query"], row["multihop"]["ms_per_query"]
         row["recall_gain_points"] = {n: round(row["multihop"][n] - row["dense"][n], 2) for n in sets}
         row["latency_ratio_multihop_vs_dense"] = round(m_ms / d_ms, 2)
         res["by_k"][str(k)] = row

@@ -94,7 +94,7 @@ def test_shipped_weights_are_real_and_documented():
 # ---------------------------------------------------------------------------------------------- retriever
 def test_multihop_finds_the_second_hop_that_dense_misses(store):
     dense = [h.id for h in DenseRetriever(store, k=3).retrieve(BRIDGE)]
-    hits = MultiHopRetriever(store, k=3).retrieve(BRIDGE)
+    hits = MultiHopRetriever(store, k=3, links=False).retrieve(BRIDGE)  # the hop network alone
     ids = [h.id for h in hits]
     assert ids[0] == dense[0] == "einstein"  # hop 1: the person
     assert "ulm" in ids and "ulm" not in dense  # hop 2: the birthplace, which dense retrieval misses
@@ -136,7 +136,7 @@ def test_n_hops_one_is_dense(store):
 
 
 def test_score_stop_ends_branches(store):
-    strict = MultiHopRetriever(store, k=5, n_hops=3, stop_score=0.99).trace(BRIDGE)
+    strict = MultiHopRetriever(store, k=5, n_hops=3, stop_score=0.99, links=False).trace(BRIDGE)
     assert strict.hops_run == 2 and "score stop" in strict.stop_reason
     assert all(h.metadata["hop"] == 1 for h in strict.hits)
 

@@ -16,6 +16,13 @@ Per batch of questions, each hop is one batched hop-network forward and one ``st
    dense list on ``max(sim(q, p), path score)``; ``alpha`` and ``hop_penalty`` are calibrated on the
    dev sets and stored with the model.
 
+5. Title links (:mod:`latentrag.retrievers.links`): the passages whose titles the question or one
+   of its best ``link_from`` hop-1 hits mention join the tree too (hop 1 from the question, hop 2
+   from a passage), scored ``sim(q, p) + link_bonus``. A pooled sentence embedding keeps a bridge
+   entity's name only faintly, and on the dev sets this entity hop adds more recall than the hop
+   network (see ``benchmarks/multihop.py``). They need passage titles (metadata ``title`` or a
+   ``"Title: body"`` prefix) and are skipped on stores without them.
+
 Passage vectors come from the search itself (``with_vectors=True``), so any
 :class:`~latentrag.stores.base.Store` works.
 """
@@ -32,7 +39,8 @@ import numpy as np
 from latentrag.errors import InvalidInputError, StoreError, check_positive_int, check_query
 from latentrag.models.hop import HopModel, check_model_encoder, shipped_model
 from latentrag.retrievers.base import BaseRetriever
-from latentrag.stores.base import Filter, Store, check_queries, store_is_empty
+from latentrag.retrievers.links import TitleLinks
+from latentrag.stores.base import Filter, Store, check_queries, matches, store_is_empty
 from latentrag.types import Hit
 
 Fusion = Literal["path", "rrf", "dense_fill"]
@@ -42,6 +50,10 @@ DEFAULT_ALPHA = 0.3
 DEFAULT_HOP_PENALTY = 0.1
 #: RRF's rank offset (the usual 60).
 RRF_K = 60
+#: Title links: added to a linked passage's similarity to the question, and how many of the best hop-1
+#: hits have their mentions followed. Chosen on the dev sets (``python benchmarks/multihop.py --sweep``).
+LINK_BONUS = 0.8
+LINK_FROM = 3
 
 
 # ------------------------------------------------------------------------------------------------ the hop tree
@@ -52,7 +64,11 @@ class HopNode:
     ``score`` is the similarity of the passage to the query that found it; ``path_score`` is
     ``score`` at hop 1 and ``alpha * parent.path_score + (1 - alpha) * score - hop_penalty`` later;
     ``question_sim`` is the passage's similarity to the question itself; ``status`` is ``kept`` or
-    why it was pruned (``duplicate``, ``layer_top_k``, ``stop``).
+    why it was pruned (``duplicate``, ``layer_top_k``, ``stop``); ``via`` is how it was found:
+    ``dense`` (hop-1 search), ``hop`` (the hop network's next query) or ``link`` (its title is
+    mentioned by the question or by the parent passage; ``score`` is then its question similarity and
+    ``path_score`` that plus the link bonus); a hop-1 hit that is also linked is ``dense+link`` and
+    gets the same path score.
     """
 
     id: str
@@ -63,6 +79,7 @@ class HopNode:
     parent_id: str | None = None
     question_sim: float = float("-inf")
     status: str = "kept"
+    via: str = "dense"
     children: list[HopNode] = field(default_factory=list)
 
 
@@ -88,7 +105,8 @@ class HopTrace:
                 text = " ".join(node.text.split())
                 text = text if len(text) <= width else text[: width - 3] + "..."
                 tag = "" if node.status == "kept" else f" [pruned: {node.status}]"
-                lines.append(f"{prefix}{'└─ ' if last else '├─ '}{mark:>3} hop {node.hop} "
+                how = " link" if "link" in node.via else ""
+                lines.append(f"{prefix}{'└─ ' if last else '├─ '}{mark:>3} hop {node.hop}{how} "
                              f"sim={node.score:.3f} path={node.path_score:.3f} [{node.id}] {text}{tag}")
                 walk(node.children, prefix + ("   " if last else "│  "))
 
@@ -170,7 +188,12 @@ class MultiHopRetriever(BaseRetriever):
             remaining slots go to every passage by fused score.
         stop_score: a branch ends when its best child's similarity is below this; ``"auto"`` takes the
             value calibrated on dev data and stored with the model; ``None`` disables the stop.
-        filter: metadata filter passed to every search.
+        links: title links (see the module docstring; with ``n_hops >= 2``): ``"auto"`` uses them when
+            the store can list its documents (``ids()`` and ``get()``), ``True`` requires that, ``False``
+            turns them off; a :class:`~latentrag.retrievers.links.TitleLinks` may be passed to share one index.
+        link_bonus: added to a linked passage's similarity to the question.
+        link_from: how many of the best hop-1 hits have their title mentions followed.
+        filter: metadata filter passed to every search (and applied to linked passages).
 
     >>> from latentrag import FaissStore
     >>> store = FaissStore.from_texts(["Paris is in France.", "Rome is in Italy."], ids=["p", "r"])
@@ -192,6 +215,9 @@ class MultiHopRetriever(BaseRetriever):
         hop_penalty: float | Literal["auto"] = "auto",
         dense_keep: float = 0.5,
         stop_score: float | Literal["auto"] | None = "auto",
+        links: bool | Literal["auto"] | TitleLinks = "auto",
+        link_bonus: float = LINK_BONUS,
+        link_from: int = LINK_FROM,
         filter: Filter | None = None,
     ) -> None:
         super().__init__(k)
@@ -230,6 +256,9 @@ class MultiHopRetriever(BaseRetriever):
         if not 0.0 <= self.alpha <= 1.0:
             msg = f"alpha must be in [0, 1], got {self.alpha!r}."
             raise InvalidInputError(msg)
+        self.link_bonus = self._calibrated("link_bonus", link_bonus, LINK_BONUS)
+        self.link_from = check_positive_int("link_from", link_from)
+        self.links = _title_links(links, store)
 
     def _calibrated(self, name: str, value: object, default: float) -> float:
         if value == "auto":
@@ -242,7 +271,7 @@ class MultiHopRetriever(BaseRetriever):
     def __repr__(self) -> str:
         return (f"MultiHopRetriever(k={self.k}, n_hops={self.n_hops}, top_n={self.top_n}, layer_k={self.layer_k}, "
                 f"fusion={self.fusion!r}, alpha={self.alpha}, hop_penalty={self.hop_penalty}, "
-                f"stop_score={self.stop_score})")
+                f"stop_score={self.stop_score}, links={self.links is not None})")
 
     # -------------------------------------------------------------------------------------------- public
     def trace(self, query: str, k: int | None = None) -> HopTrace:
@@ -291,6 +320,8 @@ class MultiHopRetriever(BaseRetriever):
                     front_node.append(node)
                     front_vec.append(q0[qi])
                     front_c.append(_vector_of(h, self.store))
+        linked = (self._link(queries, q0, roots, seen, hits_by_id, k) if self.links is not None and self.n_hops > 1
+                  else [[] for _ in range(n)])
         hops_run = [1] * n
         stop_reason = ["n_hops reached" if self.n_hops == 1 else "no branch left"] * n
         for hop in range(2, self.n_hops + 1):
@@ -323,7 +354,7 @@ class MultiHopRetriever(BaseRetriever):
                     vec = _vector_of(h, self.store)
                     node = HopNode(h.id, h.text, hop, h.score,
                                    self.alpha * parent.path_score + (1 - self.alpha) * h.score - self.hop_penalty,
-                                   parent_id=parent.id, question_sim=float(vec @ q0[qi]))
+                                   parent_id=parent.id, question_sim=float(vec @ q0[qi]), via="hop")
                     parent.children.append(node)
                     if h.id in seen[qi]:
                         node.status = "duplicate"
@@ -368,16 +399,79 @@ class MultiHopRetriever(BaseRetriever):
             front_q, front_node, front_vec, front_c = new_q, new_node, new_vec, new_c
         traces = []
         for qi in range(n):
-            chosen = fuse(layers[qi], k, self.fusion, self.dense_keep)
+            chosen = fuse(layers[qi] + [linked[qi]], k, self.fusion, self.dense_keep)
             hits = []
             for node, fused in chosen:
                 base = hits_by_id[qi][node.id]
                 meta = dict(base.meta)
-                meta.update(hop=node.hop, parent_id=node.parent_id, path_score=float(node.path_score),
+                meta.update(hop=node.hop, via=node.via, parent_id=node.parent_id, path_score=float(node.path_score),
                             similarity=float(node.score), question_similarity=float(node.question_sim))
                 hits.append(base.copy(score=float(fused), metadata=meta))
             traces.append(HopTrace(queries[qi], roots[qi], hits, hops_run[qi], stop_reason[qi]))
         return traces
+
+    def _link(self, queries: list[str], q0: np.ndarray, roots: list[list[HopNode]], seen: list[set[str]],
+              hits_by_id: list[dict[str, Hit]], k: int) -> list[list[HopNode]]:
+        """The passages linked by title from each question and its best ``link_from`` hop-1 hits that
+        are not in the tree yet, as nodes (at most ``k`` per question, best first); one ``get`` and one
+        ``vectors`` call for the whole batch."""
+        links = self.links
+        assert links is not None
+        wanted: list[dict[str, HopNode | None]] = []
+        for qi, query in enumerate(queries):
+            found: dict[str, HopNode | None] = {}
+            for target in links.mentioned(query):
+                found.setdefault(target, None)
+            for node in roots[qi][: self.link_from]:
+                for target in links.mentioned(node.text, exclude_title=links.title(node.id)):
+                    found.setdefault(target, node)
+            # a hop-1 hit that the question or another hit mentions is boosted like a linked passage
+            by_id = {nd.id: nd for nd in roots[qi]}
+            for target in found:
+                dense_node = by_id.get(target)
+                if dense_node is not None:
+                    dense_node.path_score = max(dense_node.path_score, dense_node.question_sim + self.link_bonus)
+                    dense_node.via = "dense+link"
+            wanted.append({t: p for t, p in found.items() if t not in seen[qi]})
+        ids = sorted({t for w in wanted for t in w})
+        if not ids:
+            return [[] for _ in queries]
+        docs = {h.id: h for h in links.fetch(ids)}
+        ids = [i for i in ids if i in docs]
+        vecs = np.asarray(self.store.vectors(ids), dtype=np.float32) if ids else np.zeros((0, self.store.dim))
+        row = {doc_id: r for r, doc_id in enumerate(ids)}
+        out: list[list[HopNode]] = []
+        for qi, targets in enumerate(wanted):
+            nodes: list[HopNode] = []
+            for target, parent in targets.items():
+                doc = docs.get(target)
+                if doc is None or not matches(doc.meta, self.filter):
+                    continue
+                sim = float(vecs[row[target]] @ q0[qi])
+                nodes.append(HopNode(target, doc.text, 1 if parent is None else 2, sim, sim + self.link_bonus,
+                                     parent_id=None if parent is None else parent.id, question_sim=sim, via="link"))
+            nodes.sort(key=lambda nd: -nd.path_score)
+            for node in nodes[:k]:
+                seen[qi].add(node.id)
+                hits_by_id[qi][node.id] = docs[node.id].copy(vector=vecs[row[node.id]])
+                parent = next((p for p in roots[qi] if p.id == node.parent_id), None)
+                (roots[qi] if parent is None else parent.children).append(node)
+            out.append(nodes[:k])
+        return out
+
+
+def _title_links(links: object, store: Store) -> TitleLinks | None:
+    if isinstance(links, TitleLinks):
+        return links
+    if links is False:
+        return None
+    if links is True:
+        return TitleLinks(store)
+    if links == "auto":
+        can = callable(getattr(store, "ids", None)) and callable(getattr(store, "get", None))
+        return TitleLinks(store) if can else None
+    msg = f"links must be True, False, 'auto' or a TitleLinks, got {links!r}."
+    raise InvalidInputError(msg)
 
 
 def _vector_of(hit: Hit, store: Store) -> np.ndarray:

@@ -88,6 +88,8 @@ class FaissStore:
             msg = f"pq_m must divide the dimension {d}, got {self.pq_m}."
             raise InvalidInputError(msg)
         self._lock = threading.RLock()
+        #: Counts writes (add, upsert, delete), so derived indexes (title links) know when to rebuild.
+        self.revision = 0
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
         self._texts: list[str] = []
@@ -188,6 +190,7 @@ class FaissStore:
 
 
     def _append(self, texts: list[str], ids: list[str], metas: list[dict[str, Any]], vecs: np.ndarray) -> None:
+        self.revision += 1
         start = len(self._ids)
         self._ids.extend(ids)
         self._texts.extend(texts)
@@ -200,6 +203,7 @@ class FaissStore:
             self._vecs = np.concatenate([self._vecs, vecs]) if len(self._vecs) else np.array(vecs, dtype=np.float32)
 
     def _mark_dead(self, rows: list[int]) -> None:
+        self.revision += 1
         for r in rows:
             self._alive[r] = False
             del self._row[self._ids[r]]

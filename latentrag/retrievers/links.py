@@ -1,0 +1,178 @@
+"""Title-mention links between the passages of a store: the entity hop of multi-hop retrieval.
+
+A bridge question ("Where was the place of burial of Charles Mathew's father?") needs a passage whose
+*title* the first passage mentions ("... The second son of Sir James Charles Mathew ..."). A pooled
+384-d sentence embedding keeps that name only faintly, so the embedding hop (TreeHop) often misses it,
+while a string match finds it at once. :class:`TitleLinks` indexes every passage's title and lists, for
+a text, the passages whose titles it mentions. :class:`~latentrag.retrievers.multihop.MultiHopRetriever`
+uses it beside the hop network: the passages linked from the question and from its best hits become
+candidates of the hop tree, scored by their similarity to the question plus a bonus.
+
+A passage's title is its metadata ``"title"`` (a string), else the ``"Title: body"`` prefix that
+``latentrag index`` and the shipped models' training data write (at most :data:`MAX_TITLE_WORDS` words,
+starting with an upper-case letter or a digit); a title with a trailing disambiguation, "Psycho (1960
+film)", is also matched without it. Matching is on whole words and case-sensitive: titles
+are names, and ``Cork`` must not match "cork". Titles of one or two characters and single capitalised
+function words ("The", "This") are not indexed.
+
+The index is built on first use from ``store.ids()`` and ``store.get()`` (any store that can list its
+ids; :class:`~latentrag.stores.faiss.FaissStore`, PgVectorStore and MilvusStore can) and rebuilt when
+the store's ``revision`` changes (FaissStore counts its writes); for a store without ``revision`` call
+:meth:`TitleLinks.refresh` after writing to it.
+
+>>> from latentrag import FaissStore
+>>> store = FaissStore.from_texts(["Charles Mathew: son of James Mathew.", "James Mathew: a judge."],
+...                               ids=["c", "j"])
+>>> TitleLinks(store).mentioned("Charles Mathew: son of James Mathew.", exclude_title="Charles Mathew")
+['j']
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from latentrag.errors import InvalidInputError, StoreError
+
+log = logging.getLogger(__name__)
+
+#: A "Title: body" prefix longer than this is a sentence, not a title.
+MAX_TITLE_WORDS = 12
+MAX_TITLE_CHARS = 120
+#: Ids fetched per ``store.get`` call while indexing.
+PAGE = 2048
+_WORD = re.compile(r"\w+")
+#: A trailing disambiguation, "Psycho (1960 film)": the text says "Psycho".
+_PAREN = re.compile(r"\s*\([^()]*\)\s*$")
+#: Capitalised words that start sentences; as one-word titles they would link nearly every passage.
+_FUNCTION_WORDS = frozenset({
+    "The", "This", "That", "These", "Those", "There", "Then", "Than", "They", "Their", "Them", "Thus", "Also", "And",
+    "But", "For", "From", "With", "When", "Where", "What", "Which", "While", "Who", "Whom", "Whose", "Why", "How",
+    "Her", "His", "Its", "She", "Our", "Your", "You", "After", "Before", "During", "Since", "Until", "Into", "Over",
+    "Under", "About", "Between", "Both", "Each", "Every", "Other", "Some", "Such", "Many", "Most", "More", "One",
+    "Two", "All", "Any", "None", "Not", "Yes",
+})
+
+
+def title_of(text: str, metadata: Mapping[str, Any] | None = None) -> str | None:
+    """The title of a passage: ``metadata["title"]``, else a short ``"Title: body"`` prefix, else ``None``.
+
+    >>> title_of("Cork: a city in Ireland.")
+    'Cork'
+    >>> title_of("It rained. The firm said: no.") is None
+    True
+    """
+    if metadata:
+        t = metadata.get("title")
+        if isinstance(t, str) and t.strip():
+            return t.strip()
+    head, sep, _ = text.partition(": ")
+    head = head.strip()
+    if not sep or not head or len(head) > MAX_TITLE_CHARS or not (head[0].isupper() or head[0].isdigit()):
+        return None
+    if len(head.split()) > MAX_TITLE_WORDS or any(c in head for c in ".;!?"):
+        return None
+    return head
+
+
+def title_words(title: str) -> tuple[str, ...] | None:
+    """The word tuple a title is matched by, or ``None`` when the title is too generic to link."""
+    words = tuple(_WORD.findall(title))
+    if not words or not any(c.isupper() or c.isdigit() for c in title):
+        return None
+    if len(words) == 1 and (len(words[0]) < 3 or words[0] in _FUNCTION_WORDS):
+        return None
+    return words
+
+
+class TitleLinks:
+    """Which passages of ``store`` a text mentions by title (see the module docstring).
+
+    Thread-safe: lookups read an immutable snapshot; a rebuild swaps in a new one under a lock.
+    """
+
+    def __init__(self, store: Any) -> None:
+        if not callable(getattr(store, "ids", None)) or not callable(getattr(store, "get", None)):
+            msg = (f"title links need a store that can list its documents (ids() and get()); "
+                   f"{type(store).__name__} cannot. Pass links=False to MultiHopRetriever.")
+            raise InvalidInputError(msg)
+        self.store = store
+        self._lock = threading.Lock()
+        self._built_at: object = None
+        # words of a title -> ids; first word -> the title lengths (in words) that start with it
+        self._by_words: dict[tuple[str, ...], list[str]] = {}
+        self._lengths: dict[str, tuple[int, ...]] = {}
+        self._title: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        self._ensure()
+        return len(self._by_words)
+
+    def refresh(self) -> None:
+        """Rebuild the index from the store now (needed after writes to a store without ``revision``)."""
+        with self._lock:
+            self._build()
+
+    def _ensure(self) -> None:
+        rev = getattr(self.store, "revision", None)
+        if self._built_at is not None and (rev is None or rev == self._built_at):
+            return
+        with self._lock:
+            if self._built_at is None or (rev is not None and rev != self._built_at):
+                self._build()
+
+    def _build(self) -> None:
+        rev = getattr(self.store, "revision", None)
+        ids = list(self.store.ids())
+        by_words: dict[tuple[str, ...], list[str]] = {}
+        titles: dict[str, str] = {}
+        for start in range(0, len(ids), PAGE):
+            for hit in self.store.get(ids[start : start + PAGE]):
+                t = title_of(hit.text, hit.metadata)
+                if t is None:
+                    continue
+                titles[hit.id] = t
+                for words in {title_words(t), title_words(_PAREN.sub("", t))}:
+                    if words is not None:
+                        by_words.setdefault(words, []).append(hit.id)
+        lengths: dict[str, set[int]] = {}
+        for words in by_words:
+            lengths.setdefault(words[0], set()).add(len(words))
+        self._by_words, self._title = by_words, titles
+        self._lengths = {w: tuple(sorted(s, reverse=True)) for w, s in lengths.items()}
+        self._built_at = rev if rev is not None else True
+        log.debug("title links: %d titles over %d passages", len(by_words), len(ids))
+
+    def title(self, doc_id: str) -> str | None:
+        """The indexed title of a passage id (``None`` for none)."""
+        self._ensure()
+        return self._title.get(doc_id)
+
+    def fetch(self, ids: list[str]) -> list[Any]:
+        """``store.get(ids)``; when some id is gone (a write the index has not seen), rebuild the index
+        and fetch the ids that are still there."""
+        try:
+            return list(self.store.get(ids))
+        except StoreError:
+            self.refresh()
+            alive = [i for i in ids if i in self._title]
+            return list(self.store.get(alive)) if alive else []
+
+    def mentioned(self, text: str, exclude_title: str | None = None) -> list[str]:
+        """Ids of the passages whose title ``text`` mentions, in order of first mention; passages titled
+        ``exclude_title`` (the text's own document) are left out. Every matching title counts, nested ones
+        too ("James Charles Mathew" and "Charles Mathew")."""
+        self._ensure()
+        by_words, lengths = self._by_words, self._lengths
+        skip = {title_words(exclude_title), title_words(_PAREN.sub("", exclude_title))} if exclude_title else set()
+        words = _WORD.findall(text)
+        out: dict[str, None] = {}
+        for i, w in enumerate(words):
+            for n in lengths.get(w, ()):
+                key = tuple(words[i : i + n])
+                if len(key) == n and key not in skip and key in by_words:
+                    out.update(dict.fromkeys(by_words[key]))
+        return list(out)
