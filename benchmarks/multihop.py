@@ -8,7 +8,8 @@ Corpus: the union of every dev pool and gold passage (deduplicated), one shared 
 TreeHop's protocol: gold passages matched by title, micro-averaged. Latency is end to end per query
 (query encoding included), one query at a time, on the same machine in the same run. Two ablations of
 the default run beside it: ``treehop_only`` (``links=False``: the hop network alone) and ``links_only``
-(``n_hops=1``: title links from the hop-1 hits, no hop network). The LLM loop is
+(``stop_score=2.0``: every hop-network branch stops, so only title links add passages; its hop-2 search still
+runs, so its latency is not that of links alone). The LLM loop is
 slow (seconds per question), so it runs on the first ``--llm-questions`` questions of each set and the
 other two retrievers are also reported on that same subset. Prints one JSON line.
 """
@@ -114,7 +115,7 @@ def main() -> None:
     for k in args.ks:
         arms = {"dense": DenseRetriever(store, k=k), "multihop": MultiHopRetriever(store, k=k),
                 "treehop_only": MultiHopRetriever(store, k=k, links=False),
-                "links_only": MultiHopRetriever(store, k=k, n_hops=1)}
+                "links_only": MultiHopRetriever(store, k=k, stop_score=2.0)}
         row: dict[str, Any] = {label: {} for label in arms}
         qs = [q for ds in sets.values() for q in ds.questions[: args.latency_questions]]
         for label, r in arms.items():
