@@ -52,7 +52,7 @@ DEFAULT_HOP_PENALTY = 0.1
 RRF_K = 60
 #: Title links: added to a linked passage's similarity to the question, and how many of the best hop-1
 #: hits have their mentions followed. Chosen on the dev sets (``python benchmarks/multihop.py --sweep``).
-LINK_BONUS = 0.8
+LINK_BONUS = 0.3
 LINK_FROM = 3
 
 
@@ -213,7 +213,7 @@ class MultiHopRetriever(BaseRetriever):
         fusion: Fusion = "path",
         alpha: float | Literal["auto"] = "auto",
         hop_penalty: float | Literal["auto"] = "auto",
-        dense_keep: float = 0.5,
+        dense_keep: float = 0.3,
         stop_score: float | Literal["auto"] | None = "auto",
         links: bool | Literal["auto"] | TitleLinks = "auto",
         link_bonus: float = LINK_BONUS,
@@ -399,6 +399,9 @@ class MultiHopRetriever(BaseRetriever):
             front_q, front_node, front_vec, front_c = new_q, new_node, new_vec, new_c
         traces = []
         for qi in range(n):
+            for node in layers[qi][0]:
+                if node.via == "dense+link":
+                    node.path_score = max(node.path_score, node.question_sim + self.link_bonus)
             chosen = fuse(layers[qi] + [linked[qi]], k, self.fusion, self.dense_keep)
             hits = []
             for node, fused in chosen:
@@ -425,12 +428,10 @@ class MultiHopRetriever(BaseRetriever):
             for node in roots[qi][: self.link_from]:
                 for target in links.mentioned(node.text, exclude_title=links.title(node.id)):
                     found.setdefault(target, node)
-            # a hop-1 hit that the question or another hit mentions is boosted like a linked passage
-            by_id = {nd.id: nd for nd in roots[qi]}
-            for target in found:
-                dense_node = by_id.get(target)
-                if dense_node is not None:
-                    dense_node.path_score = max(dense_node.path_score, dense_node.question_sim + self.link_bonus)
+            # A hop-1 hit that the question or another hit mentions is marked now and boosted like a linked
+            # passage after the last hop, so the boost does not flow into its hop-network children's scores.
+            for dense_node in roots[qi]:
+                if dense_node.id in found:
                     dense_node.via = "dense+link"
             wanted.append({t: p for t, p in found.items() if t not in seen[qi]})
         ids = sorted({t for w in wanted for t in w})
