@@ -508,8 +508,9 @@ another encoder is an error.
   ({stop['stop_score']}) calibrated on the same dev files. No test split was used.
 
 ## Dev figures (the hop network alone, `MultiHopRetriever(store, k, links=False)`, vs `DenseRetriever(store, k)`)
-With the default title links the retriever reaches far more; see `benchmarks/multihop.py`. Corpus: the union of all dev pools and gold passages ({report.get('dev_corpus_size', 'n/a')} passages). Recall of
-gold passages by title, micro-averaged.
+With the default title links the retriever reaches far more; see `benchmarks/multihop.py`.
+Corpus: the union of all dev pools and gold passages ({report.get('dev_corpus_size', 'n/a')} passages).
+Recall of gold passages by title, micro-averaged.
 
 | dev set | dense R@5 | multi-hop R@5 | dense R@10 | multi-hop R@10 | R@10 gain |
 |---|---|---|---|---|---|
