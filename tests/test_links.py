@@ -18,6 +18,9 @@ def test_title_of_prefers_metadata_then_a_short_prefix():
     assert title_of("It rained. The firm said: no.") is None  # a sentence, not a title
     assert title_of("note: lower-case prefixes are not titles") is None
     assert title_of("No colon at all.") is None
+    assert title_of("Ulm\nUlm is a city: on the Danube.") == "Ulm"  # a first line
+    assert title_of("# Albert Einstein\nA physicist.") == "Albert Einstein"
+    assert title_of("It rained all day long.\nThen: sun.") is None
     assert title_of("A " + "very " * 20 + "long heading: body") is None
 
 

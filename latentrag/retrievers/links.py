@@ -9,11 +9,11 @@ uses it beside the hop network: the passages linked from the question and from i
 candidates of the hop tree, scored by their similarity to the question plus a bonus.
 
 A passage's title is its metadata ``"title"`` (a string), else the ``"Title: body"`` prefix that
-``latentrag index`` and the shipped models' training data write (at most :data:`MAX_TITLE_WORDS` words,
-starting with an upper-case letter or a digit); a title with a trailing disambiguation, "Psycho (1960
-film)", is also matched without it. Matching is on whole words and case-sensitive: titles
-are names, and ``Cork`` must not match "cork". Titles of one or two characters and single capitalised
-function words ("The", "This") are not indexed.
+``latentrag index`` and the shipped models' training data write, or a short first line (at most
+:data:`MAX_TITLE_WORDS` words, starting with an upper-case letter or a digit); a title with a trailing
+disambiguation, "Psycho (1960 film)", is also matched without it. Matching is on whole words and
+case-sensitive: titles are names, and ``Cork`` must not match "cork". Titles of one or two characters
+and single capitalised function words ("The", "This") are not indexed.
 
 The index is built on first use from ``store.ids()`` and ``store.get()`` (any store that can list its
 ids; :class:`~latentrag.stores.faiss.FaissStore`, PgVectorStore and MilvusStore can) and rebuilt when
@@ -58,7 +58,8 @@ _FUNCTION_WORDS = frozenset({
 
 
 def title_of(text: str, metadata: Mapping[str, Any] | None = None) -> str | None:
-    """The title of a passage: ``metadata["title"]``, else a short ``"Title: body"`` prefix, else ``None``.
+    """The title of a passage: ``metadata["title"]``, else a short ``"Title: body"`` prefix or first line
+    (``"Title\nbody"``, ``"# Title\nbody"``), else ``None``.
 
     >>> title_of("Cork: a city in Ireland.")
     'Cork'
@@ -69,7 +70,10 @@ def title_of(text: str, metadata: Mapping[str, Any] | None = None) -> str | None
         t = metadata.get("title")
         if isinstance(t, str) and t.strip():
             return t.strip()
+    line, newline, _ = text.lstrip().partition("\n")
     head, sep, _ = text.partition(": ")
+    if newline and len(line) < len(head):  # "Title\nbody" or a markdown "# Title" line
+        head, sep = line.lstrip("#").strip(), "\n"
     head = head.strip()
     if not sep or not head or len(head) > MAX_TITLE_CHARS or not (head[0].isupper() or head[0].isdigit()):
         return None
