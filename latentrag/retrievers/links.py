@@ -92,6 +92,16 @@ def title_words(title: str) -> tuple[str, ...] | None:
     return words
 
 
+def title_keys(title: str) -> set[tuple[str, ...]]:
+    """The word tuples a title is matched by: as written and without a trailing disambiguation."""
+    return {w for w in (title_words(title), title_words(_PAREN.sub("", title))) if w is not None}
+
+
+def can_list(store: Any) -> bool:
+    """Whether ``store`` can enumerate its documents (``ids()`` and ``get()``), as title links need."""
+    return callable(getattr(store, "ids", None)) and callable(getattr(store, "get", None))
+
+
 class TitleLinks:
     """Which passages of ``store`` a text mentions by title (see the module docstring).
 
@@ -99,7 +109,7 @@ class TitleLinks:
     """
 
     def __init__(self, store: Any) -> None:
-        if not callable(getattr(store, "ids", None)) or not callable(getattr(store, "get", None)):
+        if not can_list(store):
             msg = (f"title links need a store that can list its documents (ids() and get()); "
                    f"{type(store).__name__} cannot. Pass links=False to MultiHopRetriever.")
             raise InvalidInputError(msg)
@@ -139,9 +149,8 @@ class TitleLinks:
                 if t is None:
                     continue
                 titles[hit.id] = t
-                for words in {title_words(t), title_words(_PAREN.sub("", t))}:
-                    if words is not None:
-                        by_words.setdefault(words, []).append(hit.id)
+                for words in title_keys(t):
+                    by_words.setdefault(words, []).append(hit.id)
         lengths: dict[str, set[int]] = {}
         for words in by_words:
             lengths.setdefault(words[0], set()).add(len(words))
@@ -171,7 +180,7 @@ class TitleLinks:
         too ("James Charles Mathew" and "Charles Mathew")."""
         self._ensure()
         by_words, lengths = self._by_words, self._lengths
-        skip = {title_words(exclude_title), title_words(_PAREN.sub("", exclude_title))} if exclude_title else set()
+        skip = title_keys(exclude_title) if exclude_title else set()
         words = _WORD.findall(text)
         out: dict[str, None] = {}
         for i, w in enumerate(words):

@@ -39,7 +39,7 @@ import numpy as np
 from latentrag.errors import InvalidInputError, StoreError, check_positive_int, check_query
 from latentrag.models.hop import HopModel, check_model_encoder, shipped_model
 from latentrag.retrievers.base import BaseRetriever
-from latentrag.retrievers.links import TitleLinks
+from latentrag.retrievers.links import TitleLinks, can_list
 from latentrag.stores.base import Filter, Store, check_queries, matches, store_is_empty
 from latentrag.types import Hit
 
@@ -443,21 +443,21 @@ class MultiHopRetriever(BaseRetriever):
         row = {doc_id: r for r, doc_id in enumerate(ids)}
         out: list[list[HopNode]] = []
         for qi, targets in enumerate(wanted):
-            nodes: list[HopNode] = []
+            nodes: list[tuple[HopNode, HopNode | None]] = []
             for target, parent in targets.items():
                 doc = docs.get(target)
                 if doc is None or not matches(doc.meta, self.filter):
                     continue
                 sim = float(vecs[row[target]] @ q0[qi])
-                nodes.append(HopNode(target, doc.text, 1 if parent is None else 2, sim, sim + self.link_bonus,
-                                     parent_id=None if parent is None else parent.id, question_sim=sim, via="link"))
-            nodes.sort(key=lambda nd: -nd.path_score)
-            for node in nodes[:k]:
+                nodes.append((HopNode(target, doc.text, 1 if parent is None else 2, sim, sim + self.link_bonus,
+                                      parent_id=None if parent is None else parent.id, question_sim=sim, via="link"),
+                              parent))
+            nodes.sort(key=lambda pair: -pair[0].path_score)
+            for node, parent in nodes[:k]:
                 seen[qi].add(node.id)
                 hits_by_id[qi][node.id] = docs[node.id].copy(vector=vecs[row[node.id]])
-                parent = next((p for p in roots[qi] if p.id == node.parent_id), None)
                 (roots[qi] if parent is None else parent.children).append(node)
-            out.append(nodes[:k])
+            out.append([node for node, _ in nodes[:k]])
         return out
 
 
@@ -469,8 +469,7 @@ def _title_links(links: object, store: Store) -> TitleLinks | None:
     if links is True:
         return TitleLinks(store)
     if links == "auto":
-        can = callable(getattr(store, "ids", None)) and callable(getattr(store, "get", None))
-        return TitleLinks(store) if can else None
+        return TitleLinks(store) if can_list(store) else None
     msg = f"links must be True, False, 'auto' or a TitleLinks, got {links!r}."
     raise InvalidInputError(msg)
 
