@@ -25,7 +25,7 @@ from _common import data_root, plot_path, report
 
 from latentrag.encoders import default_encoder
 from latentrag.retrievers import DenseRetriever, MultiHopRetriever
-from latentrag.training.multihop import DevSet, DiskEmbeddingCache, load_dev, recall
+from latentrag.training.multihop import DevSet, DiskEmbeddingCache, evaluate, load_dev, recall
 
 
 class IterRetGen:
@@ -83,11 +83,11 @@ def sweep(store: Any, sets: dict[str, DevSet], ks: list[int]) -> None:
     for bonus in (0.2, 0.3, 0.5, 0.8):
         for link_from in (2, 3, 5):
             for dense_keep in (0.3, 0.5):
-                rec = {}
+                r = MultiHopRetriever(store, link_bonus=bonus, link_from=link_from, dense_keep=dense_keep)
+                res = evaluate(r, sets, ks)
+                rec: dict[str, Any] = {}
                 for k in ks:
-                    r = MultiHopRetriever(store, k=k, link_bonus=bonus, link_from=link_from, dense_keep=dense_keep)
-                    rec[f"R@{k}"] = {n: round(100 * recall(r._retrieve_batch(ds.questions, k, ds.vectors), ds.gold, k),
-                                              2) for n, ds in sets.items()}
+                    rec[f"R@{k}"] = {n: res[n][f"R@{k}"] for n in sets}
                     rec[f"mean_R@{k}"] = round(float(np.mean(list(rec[f"R@{k}"].values()))), 2)
                 grid.append({"link_bonus": bonus, "link_from": link_from, "dense_keep": dense_keep, **rec})
     best = max(grid, key=lambda g: sum(g[f"mean_R@{k}"] for k in ks))
@@ -119,9 +119,8 @@ def main() -> None:
         row: dict[str, Any] = {label: {} for label in arms}
         qs = [q for ds in sets.values() for q in ds.questions[: args.latency_questions]]
         for label, r in arms.items():
-            for name, ds in sets.items():
-                # Recall on the whole set (batched, cached question vectors: same hits as one-by-one).
-                row[label][name] = round(100 * recall(r._retrieve_batch(ds.questions, k, ds.vectors), ds.gold, k), 2)
+            # Recall on the whole set (batched, cached question vectors: same hits as one-by-one).
+            row[label].update({name: res[f"R@{k}"] for name, res in evaluate(r, sets, (k,)).items()})
             row[label]["ms_per_query"] = round(timed(r.retrieve, qs)[1], 2)
         d_ms, m_ms = row["dense"]["ms_per_query"], row["multihop"]["ms_per_query"]
         row["recall_gain_points"] = {n: round(row["multihop"][n] - row["dense"][n], 2) for n in sets}
