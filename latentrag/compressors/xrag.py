@@ -36,6 +36,7 @@ from latentrag.errors import InvalidInputError, check_positive_int, check_query
 from latentrag.models.lm import LanguageModel, load_lm
 from latentrag.models.projector import Projector, shipped_dir, shipped_tokens_per_doc
 from latentrag.models.xrag_prompt import embed_batch, prompt_ids, slot_marker, user_message
+from latentrag.tokens import count_tokens
 from latentrag.types import Hit
 
 MODES = ("xrag", "text", "none")
@@ -387,15 +388,9 @@ class XRAGCompressor(BaseCompressor):
         for h, vec in zip(hits, passage_vectors(hits, self.encoder), strict=True):
             key = self.registry.put(vec, h.text)
             meta = {**h.meta, "xrag_key": key, "original_text": h.text, "xrag_tokens": self.tokens_per_doc,
-                    "text_tokens": _rough_tokens(h.text)}
+                    "text_tokens": count_tokens(h.text)}
             out.append(h.copy(text=marker(key) if self.replace_text else h.text, metadata=meta, vector=vec))
         return out
-
-
-def _rough_tokens(text: str) -> int:
-    from latentrag.tokens import count_tokens
-
-    return count_tokens(text)
 
 
 def split_markers(prompt: str, registry: SoftContextRegistry | None = None) -> tuple[list[str], list[Hit]]:

@@ -22,6 +22,7 @@ from latentrag.errors import EncoderMismatchError, InvalidInputError, ModelLoadE
 
 #: The projector trained for (shipped MiniLM, shipped SmolLM2), inside the package (the default, 4 tokens).
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "xrag"
+FORMAT_VERSION = 1
 
 
 def shipped_tokens_per_doc() -> int:
@@ -57,7 +58,6 @@ def shipped_dir(tokens_per_doc: int | None = None) -> Path:
         "projector=DIR."
     )
     raise ModelLoadError(msg)
-FORMAT_VERSION = 1
 
 
 @dataclass

@@ -188,7 +188,6 @@ class FaissStore:
             self._maybe_compact()
             return len(rows)
 
-
     def _append(self, texts: list[str], ids: list[str], metas: list[dict[str, Any]], vecs: np.ndarray) -> None:
         self.revision += 1
         start = len(self._ids)

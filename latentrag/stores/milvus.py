@@ -327,7 +327,6 @@ class MilvusStore:
                 found.update(str(r["id"]) for r in rows)
         return found
 
-
     def _write(self, op: str, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vecs: np.ndarray) -> None:
         for doc_id, text in zip(ids, texts, strict=True):
             if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:

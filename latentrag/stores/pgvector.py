@@ -394,7 +394,6 @@ class PgVectorStore:
             msg = f"ids already in the table {self.table!r}: {[r[0] for r in rows]}; use upsert() to replace documents."
             raise DuplicateIdError(msg)
 
-
     def _copy_rows(
         self, target: Any, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vecs: np.ndarray
     ) -> None:
