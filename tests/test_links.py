@@ -81,10 +81,10 @@ def test_linked_passage_joins_the_tree_and_the_hits(store):
     dense = [h.id for h in DenseRetriever(store, k=2).retrieve(BRIDGE)]
     hits = MultiHopRetriever(store, k=2, top_n=2).retrieve(BRIDGE)
     assert dense[0] == hits[0].id == "einstein"
+    assert "ulm" not in dense
     ulm = next(h for h in hits if h.id == "ulm")  # Einstein's passage names Ulm: the bridge entity
-    assert ulm.metadata["via"] in ("link", "dense+link")
-    if ulm.id not in dense:
-        assert ulm.metadata["hop"] == 2 and ulm.metadata["parent_id"] == "einstein"
+    assert ulm.metadata["via"] == "link" and ulm.metadata["hop"] == 2 and ulm.metadata["parent_id"] == "einstein"
+    assert hits[0].metadata["via"] == "dense+link"  # the question names Albert Einstein
     trace = MultiHopRetriever(store, k=5).trace(BRIDGE)
     assert " link " in trace.render()
     # without links, the tree holds no linked node
