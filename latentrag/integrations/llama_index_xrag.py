@@ -23,7 +23,8 @@ from llama_index.core.llms.custom import CustomLLM  # noqa: E402
 
 
 class XRAGLLM(CustomLLM):
-    """xRAG on a local frozen LM as a LlamaIndex LLM (``reader=None``: the default LM and projector)."""
+    """xRAG on a local frozen LM as a LlamaIndex LLM (``reader=None``: the default LM and projector,
+    loaded once per process on first use and shared)."""
 
     mode: str = Field(default="xrag", description="xrag | text | none")
     max_new_tokens: int = Field(default=32, description="tokens generated at most")
@@ -39,9 +40,9 @@ class XRAGLLM(CustomLLM):
 
     def reader(self) -> Any:
         if self._reader is None:
-            from latentrag.compressors.xrag import XRAGReader
+            from latentrag.compressors.xrag import default_reader
 
-            self._reader = XRAGReader()
+            self._reader = default_reader()
         return self._reader
 
     @property
