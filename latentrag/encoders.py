@@ -124,8 +124,51 @@ class BaseEncoder(ABC):
                 self.cache.put_many([keys[i] for i in todo], out[todo])
         return out
 
+    def _token_states(self, texts: list[str]) -> list[np.ndarray]:
+        """Last-layer token states of one batch, one (tokens, dim) array per text; mean pooling them gives
+        :meth:`_encode_batch`. Backends that can expose them override this."""
+        msg = f"{type(self).__name__} does not expose token states, so it cannot make chunk embeddings."
+        raise InvalidInputError(msg)
+
+    def encode_chunks(self, texts: Sequence[str], chunks: int) -> np.ndarray:
+        """Embed each text whole and in ``chunks`` contiguous runs of its tokens, from one encoder pass.
+
+        Shape: (len(texts), 1 + chunks, dim), float32, rows L2-normalised; ``[:, 0]`` equals
+        :meth:`encode` (mean of all token states), ``[:, 1 + j]`` is the mean of the ``j``-th run (a text
+        with fewer tokens than ``chunks`` repeats its last run). Only the encoder's window is seen. Results
+        share the encoder's cache (keyed by text and ``chunks``).
+        """
+        check_positive_int("chunks", chunks)
+        texts = list(texts)
+        out = np.empty((len(texts), 1 + chunks, self.dim), dtype=np.float32)
+        todo = list(range(len(texts)))
+        keys = [EmbeddingCache.key(f"{chunks} chunks\x00{t}") for t in texts] if self.cache is not None else []
+        if self.cache is not None:
+            cached = self.cache.get_many(keys)
+            todo = [i for i, row in enumerate(cached) if row is None]
+            for i, row in enumerate(cached):
+                if row is not None:
+                    out[i] = row
+        order = sorted(todo, key=lambda i: len(texts[i]))
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            for i, states in zip(idx, self._token_states([texts[i] for i in idx]), strict=True):
+                out[i] = pool_chunks(np.asarray(states, dtype=np.float32), chunks)
+        if self.cache is not None and todo:
+            self.cache.put_many([keys[i] for i in todo], out[todo])
+        return out
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
+
+
+def pool_chunks(states: np.ndarray, chunks: int) -> np.ndarray:
+    """(tokens, dim) token states -> (1 + chunks, dim): the L2-normalised mean of all of them, then of each of
+    ``chunks`` contiguous, near-equal runs (an empty run, when tokens < chunks, repeats the previous one)."""
+    rows = [states.mean(axis=0)]
+    for run in np.array_split(np.arange(len(states)), chunks):
+        rows.append(states[run].mean(axis=0) if len(run) else rows[-1])
+    return _l2_normalize(np.stack(rows))
 
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -173,6 +216,12 @@ class SentenceTransformerEncoder(BaseEncoder):
             return self.model.encode(
                 texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
             )
+
+    def _token_states(self, texts: list[str]) -> list[np.ndarray]:
+        with self._lock:
+            states = self.model.encode(texts, batch_size=len(texts), output_value="token_embeddings",
+                                       convert_to_numpy=False, show_progress_bar=False)
+        return [t.detach().cpu().float().numpy() for t in states]
 
 
 class OnnxMiniLMEncoder(BaseEncoder):
@@ -229,14 +278,21 @@ class OnnxMiniLMEncoder(BaseEncoder):
             mask[row, : len(e.ids)] = 1
         return ids, mask
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+    def _hidden(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         ids, mask = self.tokenize(texts)
         feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = self.session.run(None, feeds)[0]
+        return self.session.run(None, feeds)[0], mask
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        hidden, mask = self._hidden(texts)
         m = mask[:, :, None].astype(np.float32)
         return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+
+    def _token_states(self, texts: list[str]) -> list[np.ndarray]:
+        hidden, mask = self._hidden(texts)
+        return [hidden[i, : int(mask[i].sum())] for i in range(len(texts))]
 
 
 def _name_from(model: str | os.PathLike[str]) -> str:

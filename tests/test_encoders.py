@@ -38,6 +38,24 @@ def test_onnx_matches_torch_reference():
     assert cos.min() > 0.998
 
 
+def test_encode_chunks_whole_then_token_runs(encoder):
+    from latentrag.encoders import pool_chunks
+
+    texts = ["Jaws is a 1975 American thriller film directed by Steven Spielberg.", "hi", "x " * 400]
+    out = encoder.encode_chunks(texts, 4)
+    assert out.shape == (3, 5, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0], encoder.encode(texts), atol=1e-5)  # row 0 is the passage embedding
+    np.testing.assert_allclose(np.linalg.norm(out, axis=2), 1.0, atol=1e-5)
+    # the runs differ from each other (they are different tokens), and "hi" (3 tokens) repeats its last run
+    assert (out[0, 1] @ out[0, 4]) < 0.95
+    np.testing.assert_array_equal(out[1, 4], out[1, 3])
+    # the torch backend gives the same chunks as the ONNX one
+    torch_out = default_encoder("torch", cache_size=0).encode_chunks(texts, 4)
+    assert (torch_out * out).sum(-1).min() > 0.99
+    pooled = pool_chunks(np.arange(12, dtype=np.float32).reshape(6, 2), 3)
+    np.testing.assert_allclose(pooled[1] * np.linalg.norm([1, 2]), [1, 2], rtol=1e-5)  # mean of tokens 0 and 1
+
+
 def test_cache_hits_and_eviction():
     cache = EmbeddingCache(2)
     keys = [EmbeddingCache.key(t) for t in "abc"]

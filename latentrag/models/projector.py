@@ -1,7 +1,14 @@
 """The xRAG modality bridge: a small MLP from a retrieval embedding to ``k`` soft tokens of a frozen LM.
 
 ``Linear(d_r -> H) -> GELU -> Linear(H -> k*H)``, reshaped to ``k`` rows of the LM's input-embedding size
-``H`` (xRAG's ``mlp2x_gelu`` with ``k = 1``; ``k > 1`` is this package's option). Saved as
+``H`` (xRAG's ``mlp2x_gelu`` with ``k = 1``; ``k > 1`` is this package's option).
+
+With ``chunks = c > 0`` the ``k = 1 + c`` soft tokens come from ``1 + c`` embeddings instead of one: the
+passage's retrieval embedding (the store's vector, the mean of the encoder's token states) and the means of
+``c`` contiguous runs of those token states (``Encoder.encode_chunks``: the same encoder pass), each through
+one shared ``Linear(d_r -> H) -> GELU -> Linear(H -> H)`` plus a learned offset per position. One pooled
+384-d vector keeps a passage's topic but few of its names, dates and numbers; a chunk keeps much more of
+its own couple of dozen word pieces. Saved as
 ``projector.safetensors`` plus ``config.json`` recording the encoder (name, dim) and the LM (name, hidden
 size) it was trained for; :meth:`Projector.check_pair` refuses any other pair.
 """
@@ -71,11 +78,17 @@ class ProjectorConfig:
     tokens_per_doc: int = 1
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    #: word chunks embedded beside the whole passage (0: every soft token comes from the passage embedding)
+    chunks: int = 0
 
     def __post_init__(self) -> None:
         check_positive_int("encoder_dim", self.encoder_dim)
         check_positive_int("lm_hidden_size", self.lm_hidden_size)
         check_positive_int("tokens_per_doc", self.tokens_per_doc)
+        if self.chunks < 0 or (self.chunks and self.tokens_per_doc != 1 + self.chunks):
+            msg = (f"chunks must be 0 or tokens_per_doc - 1, got chunks={self.chunks} with "
+                   f"tokens_per_doc={self.tokens_per_doc}.")
+            raise InvalidInputError(msg)
 
 
 class Projector(nn.Module):
@@ -87,20 +100,36 @@ class Projector(nn.Module):
         h = config.lm_hidden_size
         self.fc1 = nn.Linear(config.encoder_dim, h)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(h, config.tokens_per_doc * h)
+        self.fc2 = nn.Linear(h, h if config.chunks else config.tokens_per_doc * h)
+        if config.chunks:
+            self.position = nn.Parameter(torch.zeros(config.tokens_per_doc, h))
 
     @property
     def tokens_per_doc(self) -> int:
         return self.config.tokens_per_doc
 
+    @property
+    def chunks(self) -> int:
+        return self.config.chunks
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one passage's input: (encoder dim,), or (1 + chunks, encoder dim) with chunks."""
+        d = self.config.encoder_dim
+        return (1 + self.chunks, d) if self.chunks else (d,)
+
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        if embeddings.ndim != 2 or embeddings.shape[1] != self.config.encoder_dim:
+        if tuple(embeddings.shape[1:]) != self.input_shape or embeddings.ndim != 1 + len(self.input_shape):
+            shape = ", ".join(str(n) for n in ("n", *self.input_shape))
             msg = (
-                f"embeddings must have shape (n, {self.config.encoder_dim}), got {tuple(embeddings.shape)}; "
-                f"embed the passages with {self.config.encoder_name}."
+                f"embeddings must have shape ({shape}), got {tuple(embeddings.shape)}; embed the passages "
+                f"with {self.config.encoder_name}"
+                + (" (the passage, then its token chunks: encode_chunks())." if self.chunks else ".")
             )
             raise InvalidInputError(msg)
         out = self.fc2(self.act(self.fc1(embeddings)))
+        if self.chunks:
+            return out + self.position
         return out.view(embeddings.shape[0], self.config.tokens_per_doc, self.config.lm_hidden_size)
 
     def check_pair(self, encoder_name: str, encoder_dim: int, lm_name: str, lm_hidden_size: int) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import hashlib
 import json
 import logging
 import random
@@ -62,6 +63,8 @@ class QA:
 @dataclass
 class XRAGTrainConfig:
     tokens_per_doc: int = 1
+    #: word chunks embedded beside the passage (0: classic xRAG; else tokens_per_doc = 1 + chunks)
+    chunks: int = 0
     stage1_samples: int = 2000
     stage2_samples: int = 3000
     stage2_epochs: int = 3
@@ -71,10 +74,13 @@ class XRAGTrainConfig:
     kl_weight: float = 1.0
     dev_size: int = 150
     seed: int = 0
-    #: warm start: a saved projector folder to continue from (same tokens_per_doc), or None
+    #: warm start: a saved projector folder to continue from (same tokens_per_doc and chunks; or a classic
+    #: projector for a chunked one: every position starts as its first soft token), or None
     init: str | None = None
     #: paraphrase passages to skip (a warm start continues on passages its first run did not see)
     stage1_skip: int = 0
+    #: file to keep the stage-2 teacher logits in between runs (recomputed when the samples differ), or None
+    teacher_cache: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -253,11 +259,46 @@ def held_out_split(qas: list[QA], passages: list[str], cfg: XRAGTrainConfig) -> 
     return dev, train, kept[cfg.stage1_skip : cfg.stage1_skip + cfg.stage1_samples]
 
 
+def _teachers(lm: LanguageModel, train: list[QA], targets: list[list[int]], cache: str | None) -> list[
+        tuple[torch.Tensor, torch.Tensor]]:
+    """Teacher top-k logits for each stage-2 sample; with ``cache``, read from / written to that file (they
+    depend only on the LM and the samples, which the file's key records, not on the projector)."""
+    key = hashlib.sha256(json.dumps([lm.name, [(q.question, q.passage, q.answer) for q in train]]).encode()).hexdigest()
+    if cache and Path(cache).is_file():
+        saved = torch.load(cache, weights_only=True)
+        if saved.get("key") == key:
+            return list(zip(saved["values"], saved["indices"], strict=True))
+        logger.warning("teacher cache %s was made for other samples; recomputing", cache)
+    teachers = [teacher_logits(lm, q, t) for q, t in tqdm(list(zip(train, targets, strict=True)),
+                                                         desc="xrag teacher", unit="q")]
+    if cache:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "values": [v for v, _ in teachers], "indices": [i for _, i in teachers]}, cache)
+    return teachers
+
+
+def _chunked_from(classic: Projector, cfg: XRAGTrainConfig) -> Projector:
+    """A chunked projector whose every position starts as ``classic``'s first soft token: chunk vectors
+    live in the same space as passage vectors, so each chunk starts as a soft token the LM already reads."""
+    c = classic.config
+    proj = Projector(ProjectorConfig(c.encoder_name, c.encoder_dim, c.lm_name, c.lm_hidden_size,
+                                     cfg.tokens_per_doc, extra=dict(c.extra), chunks=cfg.chunks))
+    h = c.lm_hidden_size
+    with torch.no_grad():
+        proj.fc1.load_state_dict(classic.fc1.state_dict())
+        proj.fc2.weight.copy_(classic.fc2.weight[:h])
+        proj.fc2.bias.copy_(classic.fc2.bias[:h])
+    return proj
+
+
 def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Train, evaluate on the held-out training questions, and save the projector to ``out``."""
-    from latentrag.compressors.xrag import XRAGReader
+    from latentrag.compressors.xrag import XRAGReader, passage_inputs
 
     cfg = cfg or XRAGTrainConfig()
+    if cfg.chunks and cfg.tokens_per_doc != 1 + cfg.chunks:
+        msg = f"chunks={cfg.chunks} needs tokens_per_doc={1 + cfg.chunks}, got {cfg.tokens_per_doc}"
+        raise ValueError(msg)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -282,34 +323,38 @@ def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: st
                    "fixes the held-out dev questions, so a warm start must keep it")
             raise ValueError(msg)
         proj.check_pair(enc.name, enc.dim, lm.name, lm.hidden_size)
-        if proj.tokens_per_doc != cfg.tokens_per_doc:
-            msg = f"--init {cfg.init} has tokens_per_doc={proj.tokens_per_doc}, not {cfg.tokens_per_doc}"
+        if cfg.chunks and not proj.chunks:
+            proj = _chunked_from(proj, cfg)
+        elif (proj.tokens_per_doc, proj.chunks) != (cfg.tokens_per_doc, cfg.chunks):
+            msg = (f"--init {cfg.init} has tokens_per_doc={proj.tokens_per_doc} and chunks={proj.chunks}, not "
+                   f"{cfg.tokens_per_doc} and {cfg.chunks}")
             raise ValueError(msg)
         for p in proj.parameters():
             p.requires_grad_(True)
     else:
-        proj = Projector(ProjectorConfig(enc.name, enc.dim, lm.name, lm.hidden_size, cfg.tokens_per_doc))
+        proj = Projector(ProjectorConfig(enc.name, enc.dim, lm.name, lm.hidden_size, cfg.tokens_per_doc,
+                                         chunks=cfg.chunks))
     proj.train()
     student = _Student(lm, cfg.tokens_per_doc)
     tok = lm.tokenizer
     report: dict[str, Any] = {"config": asdict(cfg), "n_qa_total": len(qas), "n_dev": len(dev)}
     if passages:
-        p_vecs = enc.encode(passages)
+        p_vecs = passage_inputs(passages, enc, cfg.chunks)
         p_targets = [tok(p, add_special_tokens=False)["input_ids"][:PARAPHRASE_TOKENS] for p in passages]
         losses = _run_stage("stage1", student, proj, p_vecs, [PARAPHRASE_QUESTION] * len(passages), p_targets,
                             cfg, cfg.lr_stage1)
         report["stage1"] = {"samples": len(passages), "loss_first": float(np.mean(losses[:10])),
                             "loss_last": float(np.mean(losses[-10:]))}
     if train:
-        q_vecs = enc.encode([q.passage for q in train])
+        q_vecs = passage_inputs([q.passage for q in train], enc, cfg.chunks)
         q_targets = [answer_ids(tok, q.answer) for q in train]
         teachers = None
         if cfg.kl_weight > 0:
-            teachers = [teacher_logits(lm, q, t) for q, t in
-                        tqdm(list(zip(train, q_targets, strict=True)), desc="xrag teacher", unit="q")]
+            teachers = _teachers(lm, train, q_targets, cfg.teacher_cache)
         reps = cfg.stage2_epochs
-        losses = _run_stage("stage2", student, proj, np.tile(q_vecs, (reps, 1)), [q.question for q in train] * reps,
-                            q_targets * reps, cfg, cfg.lr_stage2, None if teachers is None else teachers * reps)
+        losses = _run_stage("stage2", student, proj, np.concatenate([q_vecs] * reps),
+                            [q.question for q in train] * reps, q_targets * reps, cfg, cfg.lr_stage2,
+                            None if teachers is None else teachers * reps)
         report["stage2"] = {"samples": len(train), "epochs": reps, "loss_first": float(np.mean(losses[:10])),
                             "loss_last": float(np.mean(losses[-10:]))}
     proj.eval()
@@ -334,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="latentrag train xrag", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder for projector.safetensors, config.json, train_report.json")
     ap.add_argument("--tokens-per-doc", type=int, default=1)
+    ap.add_argument("--chunks", type=int, default=0,
+                    help="word chunks embedded beside the passage (tokens-per-doc must then be 1 + chunks)")
     ap.add_argument("--stage1", type=int, default=XRAGTrainConfig.stage1_samples, help="paraphrase samples")
     ap.add_argument("--stage2", type=int, default=XRAGTrainConfig.stage2_samples, help="QA samples")
     ap.add_argument("--epochs", type=int, default=XRAGTrainConfig.stage2_epochs, help="passes over the QA")
@@ -345,12 +392,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage1-skip", type=int, default=0, help="skip this many paraphrase passages (for --init)")
     ap.add_argument("--lr1", type=float, default=XRAGTrainConfig.lr_stage1, help="stage-1 peak learning rate")
     ap.add_argument("--lr2", type=float, default=XRAGTrainConfig.lr_stage2, help="stage-2 peak learning rate")
+    ap.add_argument("--teacher-cache", default=None, help="file to keep the stage-2 teacher logits in between runs")
     ap.add_argument("--data", default=None, help="shared data folder (default: $LATENTRAG_DATA or ../shared/data)")
     args = ap.parse_args(argv)
-    cfg = XRAGTrainConfig(tokens_per_doc=args.tokens_per_doc, stage1_samples=args.stage1,
+    cfg = XRAGTrainConfig(tokens_per_doc=args.tokens_per_doc, chunks=args.chunks, stage1_samples=args.stage1,
                           stage2_samples=args.stage2, stage2_epochs=args.epochs, batch_size=args.batch_size,
                           kl_weight=args.kl_weight, seed=args.seed, init=args.init,
-                          stage1_skip=args.stage1_skip, lr_stage1=args.lr1, lr_stage2=args.lr2)
+                          stage1_skip=args.stage1_skip, teacher_cache=args.teacher_cache, lr_stage1=args.lr1,
+                          lr_stage2=args.lr2)
     report = train_xrag(args.out, cfg, args.data)
     print(json.dumps(report["dev_accuracy"]))
     return 0
