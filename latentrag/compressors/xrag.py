@@ -19,7 +19,9 @@ behaves like ``none``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
+import inspect
 import re
 import threading
 from collections import OrderedDict
@@ -138,6 +140,25 @@ class XRAGReader:
         self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe under concurrent calls
         self._embed_tokens = self.lm.model.get_input_embeddings()
         self._stop_ids = self._line_end_ids()
+        # LM-head logits for the last position only (most of the prefill's vocabulary projection is skipped)
+        params = inspect.signature(self.lm.model.forward).parameters
+        self._last_logits: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._prefix, self._prefix_cache = self._prompt_prefix()
+
+    def _prompt_prefix(self) -> tuple[list[int], Any]:
+        """The ids every reader prompt starts with (chat template, system turn, start of the instruction) and
+        their KV cache, computed once: a prompt's prefill then runs only on what follows."""
+        tok = self.lm.tokenizer
+        with_context = prompt_ids(tok, user_message("Q?", ["P."]))
+        bare = prompt_ids(tok, user_message("Q?", None))
+        n = 0
+        while n < min(len(with_context), len(bare)) and with_context[n] == bare[n]:
+            n += 1
+        if n < 2:
+            return [], None
+        with torch.inference_mode():
+            cache = self.lm.model(input_ids=torch.tensor([bare[:n]]), use_cache=True).past_key_values
+        return bare[:n], cache
 
     def _line_end_ids(self) -> set[int]:
         tok = self.lm.tokenizer
@@ -151,6 +172,11 @@ class XRAGReader:
         """Retrieval embeddings (n, encoder dim): a hit's own vector when it has one of the right size, its
         ``xrag_embedding`` metadata next, else the encoder over the text's first window."""
         return passage_vectors(passages, self.encoder)
+
+    def passage_inputs(self, passages: Sequence[Passage]) -> np.ndarray:
+        """What the projector reads for ``passages``: :meth:`embed_passages`, and with a chunked projector
+        also the means of runs of each passage's token states, shape (n, 1 + chunks, encoder dim)."""
+        return passage_inputs(passages, self.encoder, self.projector.chunks)
 
     def _clip(self, text: str) -> str:
         ids = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -169,7 +195,7 @@ class XRAGReader:
                 return ids, None
             if mode == "xrag" and passages:
                 ids = prompt_ids(self.lm.tokenizer, user_message(question, None, len(passages)), self.tokens_per_doc)
-                return ids, self.embed_passages(passages)
+                return ids, self.passage_inputs(passages)
             return prompt_ids(self.lm.tokenizer, user_message(question, None)), None
 
     def build_from_prompt(self, prompt: str, mode: str = "xrag") -> tuple[list[int], np.ndarray | None]:
@@ -190,7 +216,7 @@ class XRAGReader:
         if mode == "xrag":
             with self._tok_lock:
                 ids = prompt_ids(self.lm.tokenizer, slot_marker().join(pieces).strip(), self.tokens_per_doc)
-            return ids, self.embed_passages(hits)
+            return ids, self.passage_inputs(hits)
         texts = [self._clip(h.text) if mode == "text" else "" for h in hits]
         merged = "".join(p + (texts[i] if i < len(texts) else "") for i, p in enumerate(pieces))
         with self._tok_lock:
@@ -286,7 +312,8 @@ class XRAGReader:
         return await asyncio.to_thread(self.answer, question, passages, mode, max_new_tokens)
 
     def soft_tokens(self, embeddings: np.ndarray) -> torch.Tensor:
-        """Projected soft tokens for embeddings (n, d): shape (n * tokens_per_doc, LM hidden size)."""
+        """Projected soft tokens for projector inputs (see :meth:`passage_inputs`): shape
+        (n * tokens_per_doc, LM hidden size)."""
         with torch.inference_mode():
             soft = self.projector(torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)))
         return soft.reshape(-1, self.lm.hidden_size)
@@ -298,9 +325,20 @@ class XRAGReader:
         present = [e for e in embs if e is not None]
         soft = self.soft_tokens(np.vstack(present)) if present else None
         pad = int(self.lm.tokenizer.pad_token_id)
-        inputs, mask, positions = embed_batch(self._embed_tokens, rows, soft, pad)
+        n = len(self._prefix)
+        cached = n > 0 and all(len(r) > n and r[:n] == self._prefix for r in rows)
+        if cached:  # prefill the part after the shared prefix, on top of its KV cache (pads sit in between)
+            inputs, mask, positions = embed_batch(self._embed_tokens, [r[n:] for r in rows], soft, pad)
+            mask = torch.cat([torch.ones((len(rows), n), dtype=mask.dtype), mask], dim=1)
+            positions = positions + n
+            past = copy.deepcopy(self._prefix_cache)
+            past.batch_repeat_interleave(len(rows))
+        else:
+            inputs, mask, positions = embed_batch(self._embed_tokens, rows, soft, pad)
+            past = None
         model = self.lm.model
-        out = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, past_key_values=past,
+                    use_cache=True, **self._last_logits)
         running = list(range(len(rows)))
         last_pos = positions[:, -1]
         for i in range(max_new_tokens):
@@ -361,6 +399,25 @@ def passage_vectors(passages: Sequence[Passage], encoder: Encoder) -> np.ndarray
             out[j] = vec
     if todo:
         out[todo] = encoder.encode([_text(passages[j]) for j in todo])
+    return out
+
+
+def passage_inputs(passages: Sequence[Passage], encoder: Encoder, chunks: int = 0) -> np.ndarray:
+    """Projector inputs for ``passages``: :func:`passage_vectors` (n, d) when ``chunks`` is 0, else
+    ``encoder.encode_chunks`` of the texts, (n, 1 + chunks, d): the whole passage (a hit's own vector
+    when it has one), then ``chunks`` runs of its tokens, all from one encoder pass."""
+    if not chunks:
+        return passage_vectors(passages, encoder)
+    encode_chunks = getattr(encoder, "encode_chunks", None)
+    if encode_chunks is None:
+        msg = (f"the projector reads {chunks} token chunks per passage, and encoder {encoder!r} has no "
+               "encode_chunks(); use a latentrag encoder (latentrag.encoders.load_encoder).")
+        raise InvalidInputError(msg)
+    out = np.asarray(encode_chunks([_text(p) for p in passages], chunks), dtype=np.float32)
+    for j, p in enumerate(passages):
+        vec = _known_vector(p, encoder.dim)
+        if vec is not None:
+            out[j, 0] = vec
     return out
 
 
