@@ -75,6 +75,10 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._data)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
 
 class BaseEncoder(ABC):
     """Template for encoders: validation, cache, length bucketing, batching and progress live here;

@@ -63,6 +63,8 @@ def test_cache_hits_and_eviction():
     assert len(cache) == 2
     got = cache.get_many(keys)
     assert got[0] is None and got[2] is not None
+    cache.clear()
+    assert len(cache) == 0 and cache.get_many(keys[2:]) == [None]
 
 
 def test_encode_rejects_bad_input(encoder):

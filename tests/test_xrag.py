@@ -191,6 +191,9 @@ def test_auto_mode_keeps_sure_xrag_answers_and_falls_back_to_text(reader):
     # the shipped threshold splits real questions by the LM's confidence
     mixed = reader.answer_batch(questions, ctx, mode="auto", max_new_tokens=8)
     assert all(a.text == (xrag[i] if a.mode == "xrag" else text[i]) for i, a in enumerate(mixed))
+    conf = reader.confidence(questions, ctx)
+    assert conf.shape == (2,) and ((conf > 0) & (conf <= 1)).all()
+    assert [a.mode for a in mixed] == ["xrag" if c >= reader.auto_threshold else "text" for c in conf]
     with pytest.raises(InvalidInputError, match=r"auto_threshold is a probability in \[0, 1\], got 2"):
         XRAGReader(lm=reader.lm, projector=reader.projector, auto_threshold=2)
 

@@ -376,11 +376,9 @@ class XRAGReader:
         return soft.reshape(-1, self.lm.hidden_size)
 
     @torch.inference_mode()
-    def _generate(self, rows: list[list[int]], embs: list[np.ndarray | None], max_new_tokens: int,
-                  gated: list[bool] | None = None, unsure: list[int] | None = None) -> Iterator[dict[int, int]]:
-        """Greedy decoding with a KV cache; yields {row: token} for the rows still running at each step.
-        Rows flagged in ``gated`` whose first-token probability is below ``auto_threshold`` stop at once
-        and are appended to ``unsure``."""
+    def _prefill(self, rows: list[list[int]], embs: list[np.ndarray | None]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """One forward pass over left-padded prompts (on the cached prefix when they all start with it): the
+        model output with its KV cache and last-position logits, the attention mask, the position ids."""
         present = [e for e in embs if e is not None]
         soft = self.soft_tokens(np.vstack(present)) if present else None
         pad = int(self.lm.tokenizer.pad_token_id)
@@ -395,9 +393,33 @@ class XRAGReader:
         else:
             inputs, mask, positions = embed_batch(self._embed_tokens, rows, soft, pad)
             past = None
+        out = self.lm.model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, past_key_values=past,
+                            use_cache=True, **self._last_logits)
+        return out, mask, positions
+
+    def confidence(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], mode: str = "xrag",
+                   batch_size: int = 8) -> np.ndarray:
+        """The LM's probability of its first answer token for each question (what ``auto`` mode gates on)."""
+        if len(questions) != len(passages):
+            msg = f"got {len(questions)} questions but {len(passages)} passage lists; give one list per question."
+            raise InvalidInputError(msg)
+        out = np.empty(len(questions), dtype=np.float32)
+        for start in range(0, len(questions), check_positive_int("batch_size", batch_size)):
+            built = [self.build(q, p, mode) for q, p in
+                     zip(questions[start : start + batch_size], passages[start : start + batch_size], strict=True)]
+            with torch.inference_mode():
+                logits = self._prefill([b[0] for b in built], [b[1] for b in built])[0].logits[:, -1]
+                out[start : start + len(built)] = torch.softmax(logits.float(), dim=-1).amax(dim=-1).numpy()
+        return out
+
+    @torch.inference_mode()
+    def _generate(self, rows: list[list[int]], embs: list[np.ndarray | None], max_new_tokens: int,
+                  gated: list[bool] | None = None, unsure: list[int] | None = None) -> Iterator[dict[int, int]]:
+        """Greedy decoding with a KV cache; yields {row: token} for the rows still running at each step.
+        Rows flagged in ``gated`` whose first-token probability is below ``auto_threshold`` stop at once
+        and are appended to ``unsure``."""
+        out, mask, positions = self._prefill(rows, embs)
         model = self.lm.model
-        out = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, past_key_values=past,
-                    use_cache=True, **self._last_logits)
         running = list(range(len(rows)))
         if gated and any(gated) and unsure is not None:
             confidence = torch.softmax(out.logits[:, -1].float(), dim=-1).amax(dim=-1)
