@@ -9,9 +9,8 @@
 2. XRAGReader on the gold passage: substring accuracy in ``none``, ``text`` and ``xrag`` modes (one
    ``xrag`` row per projector given), over all questions and over the open ones (answer not yes/no:
    those need the passage), prompt tokens, total latency, and time to the first token with 5
-   passages (the gold one plus 4 others; ``max_new_tokens=1``), as ratios against ``text``; ``auto``
-   (xrag when the LM is sure of its first token, else text) with its xrag share; and time to first token
-   without the reader's cached prompt prefix. Every time to first token includes embedding the passages.
+   passages (the gold one plus 4 others; ``max_new_tokens=1``), as ratios against ``text``. Every time to
+   first token includes embedding the passages.
 Prints one JSON line.
 """
 
@@ -92,8 +91,7 @@ def _mode_row(reader: Any, qas: list[QA], ctxs: list[list[str]], mode: str, n_tt
     total_ms = (time.perf_counter() - t0) * 1000 / len(qas)
     hits = [contains_answer(a.text, q.answer) for a, q in zip(answers, qas, strict=True)]
     open_hits = [h for h, q in zip(hits, qas, strict=True) if _is_open(q)]
-    shares = {"xrag_share": round(float(np.mean([a.mode == "xrag" for a in answers])), 4)} if mode == "auto" else {}
-    return {**shares, "accuracy": round(float(np.mean(hits)), 4),
+    return {"accuracy": round(float(np.mean(hits)), 4),
             "accuracy_open": round(float(np.mean(open_hits)), 4),
             "prompt_tokens_1doc": round(float(np.mean([a.prompt_tokens for a in answers])), 1),
             "prompt_tokens_5docs": reader.prompt_tokens(qas[0].question, ctxs[0], mode),
@@ -125,21 +123,12 @@ def xrag(qas: list[QA], projectors: list[str | None], n_ttft: int = 20) -> dict[
     readers = [XRAGReader(projector=proj) for proj in projectors]
     rows: dict[str, Any] = {mode: _mode_row(readers[0], qas, ctxs, mode, n_ttft) for mode in ("text", "none")}
     rows["n_open"] = sum(map(_is_open, qas))
-    names = []
     for proj, reader in zip(projectors, readers, strict=True):
-        names.append(f"xrag k={reader.tokens_per_doc}" + (f" chunks={reader.projector.chunks}"
-                     if reader.projector.chunks else "") + ("" if proj is None else f" ({proj})"))
-        rows[names[-1]] = _mode_row(reader, qas, ctxs, "xrag", n_ttft)
-    # auto: xrag where the LM is sure of its first token, else text (the default projector)
-    rows[f"auto (threshold {readers[0].auto_threshold})"] = _mode_row(readers[0], qas, ctxs, "auto", n_ttft)
-    # the shared prompt prefix's KV cache: time to first token with it off, same questions, same run
-    uncached = XRAGReader(lm=readers[0].lm, projector=readers[0].projector, cache_prefix=False)
-    for mode in ("text", "xrag"):
-        ms = _ttft(uncached, qas, ctxs, mode, n_ttft)
-        cached = rows["text" if mode == "text" else names[0]]["ttft_ms_5docs"]
-        rows[f"{mode} without the prefix cache"] = {"ttft_ms_5docs": ms, "ttft_vs_cached": round(ms / cached, 3)}
+        name = f"xrag k={reader.tokens_per_doc}" + (f" chunks={reader.projector.chunks}" if reader.projector.chunks
+                                                     else "") + ("" if proj is None else f" ({proj})")
+        rows[name] = _mode_row(reader, qas, ctxs, "xrag", n_ttft)
     for name, row in rows.items():
-        if isinstance(row, dict) and "accuracy" in row and name != "text":
+        if isinstance(row, dict) and name != "text":
             row["ttft_speedup_vs_text"] = round(rows["text"]["ttft_ms_5docs"] / row["ttft_ms_5docs"], 2)
             for acc in ("accuracy", "accuracy_open"):
                 row[f"{acc}_vs_text"] = round(row[acc] / max(rows["text"][acc], 1e-9), 3)
@@ -171,7 +160,7 @@ def main() -> None:
                            color=f"C{i}")
         axes[0][0].set_ylabel("answer retention")
         if "xrag" in metrics:
-            rows = {k: v for k, v in metrics["xrag"].items() if isinstance(v, dict) and "accuracy" in v}
+            rows = {k: v for k, v in metrics["xrag"].items() if isinstance(v, dict)}
             for i, (name, row) in enumerate(rows.items()):
                 axes[0][1].scatter([row["ttft_ms_5docs"]], [row["accuracy_open"]], label=name, color=f"C{i}")
             axes[0][1].set_xlabel("time to first token, 5 passages (ms)")

@@ -161,43 +161,6 @@ def test_three_modes_tokens_and_batch_equals_single(reader):
         reader.answer(q, PASSAGES, mode="fast")
 
 
-def test_cached_prompt_prefix_gives_the_same_answers(reader):
-    from latentrag.compressors import XRAGReader
-
-    assert len(reader._prefix) > 10  # the chat template's system turn and the instruction's start
-    uncached = XRAGReader(lm=reader.lm, projector=reader.projector, cache_prefix=False)
-    questions = ["Where was Albert Einstein born?", "Who directed Jaws?"]
-    ctx = [PASSAGES[:2], PASSAGES[1:]]
-    for mode in ("xrag", "text", "none"):
-        got = [a.text for a in reader.answer_batch(questions, ctx, mode=mode, max_new_tokens=8)]
-        assert got == [a.text for a in uncached.answer_batch(questions, ctx, mode=mode, max_new_tokens=8)]
-
-
-def test_auto_mode_keeps_sure_xrag_answers_and_falls_back_to_text(reader):
-    from latentrag.compressors import XRAGReader
-
-    questions = ["Where was Albert Einstein born?", "Who directed Jaws?"]
-    ctx = [PASSAGES[:1], PASSAGES[1:2]]
-    xrag = [a.text for a in reader.answer_batch(questions, ctx, mode="xrag", max_new_tokens=8)]
-    text = [a.text for a in reader.answer_batch(questions, ctx, mode="text", max_new_tokens=8)]
-    always = XRAGReader(lm=reader.lm, projector=reader.projector, auto_threshold=0.0)
-    never = XRAGReader(lm=reader.lm, projector=reader.projector, auto_threshold=1.0)
-    got = always.answer_batch(questions, ctx, mode="auto", max_new_tokens=8)
-    assert [a.text for a in got] == xrag and {a.mode for a in got} == {"xrag"}
-    got = never.answer_batch(questions, ctx, mode="auto", max_new_tokens=8)
-    assert [a.text for a in got] == text and {a.mode for a in got} == {"text"}
-    assert "".join(never.stream(questions[1], ctx[1], mode="auto", max_new_tokens=8)).strip() == text[1]
-    assert never.answer_batch(questions[:1], [[]], mode="auto")[0].mode == "none"  # no passages: no context
-    # the shipped threshold splits real questions by the LM's confidence
-    mixed = reader.answer_batch(questions, ctx, mode="auto", max_new_tokens=8)
-    assert all(a.text == (xrag[i] if a.mode == "xrag" else text[i]) for i, a in enumerate(mixed))
-    conf = reader.confidence(questions, ctx)
-    assert conf.shape == (2,) and ((conf > 0) & (conf <= 1)).all()
-    assert [a.mode for a in mixed] == ["xrag" if c >= reader.auto_threshold else "text" for c in conf]
-    with pytest.raises(InvalidInputError, match=r"auto_threshold is a probability in \[0, 1\], got 2"):
-        XRAGReader(lm=reader.lm, projector=reader.projector, auto_threshold=2)
-
-
 def test_hits_reuse_their_vectors(reader):
     vec = reader.encoder.encode(PASSAGES[:1])[0]
     hit = Hit("e", "unrelated text", vector=vec)

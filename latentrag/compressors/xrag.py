@@ -19,7 +19,6 @@ behaves like ``none``.
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import inspect
 import re
@@ -41,11 +40,7 @@ from latentrag.models.xrag_prompt import embed_batch, prompt_ids, slot_marker, u
 from latentrag.tokens import count_tokens
 from latentrag.types import Hit
 
-MODES = ("xrag", "text", "none", "auto")
-#: ``auto`` keeps the ``xrag`` answer when the LM's first-token probability reaches this, else answers from the
-#: text. Chosen on dev questions for the shipped projector (benchmarks/compression.py, ``auto`` row): at 0.3,
-#: 29% of 300 dev questions stay in xrag (0.39 accurate there) and the whole is as accurate as text.
-AUTO_THRESHOLD = 0.3
+MODES = ("xrag", "text", "none")
 #: Text passages are cut to this many LM tokens in ``text`` mode (a window like the encoder's).
 MAX_TEXT_TOKENS = 256
 MARKER_RE = re.compile(r"<xrag:([0-9a-f]{16})>")
@@ -93,22 +88,11 @@ def marker(key: str) -> str:
 
 @dataclass
 class Answer:
-    """One generated answer with what it cost, and the mode that produced it (``auto`` picks one)."""
+    """One generated answer with what it cost."""
 
     text: str
     prompt_tokens: int
     new_tokens: int
-    mode: str = ""
-
-
-@dataclass
-class _Prompt:
-    """A prepared prompt; in ``auto`` mode the ``xrag`` prompt carries its ``text`` fallback."""
-
-    ids: list[int]
-    soft: np.ndarray | None
-    mode: str
-    fallback: _Prompt | None = None
 
 
 class XRAGReader:
@@ -120,12 +104,6 @@ class XRAGReader:
     trained on a smaller budget also ships). A projector trained for another encoder or LM raises
     :class:`~latentrag.errors.EncoderMismatchError`. With a given ``projector``, ``tokens_per_doc`` must
     match it (``None``: the projector's). Generation is greedy and stops at the end of the first line.
-    ``mode="auto"`` answers in ``xrag`` mode when the LM's first answer token has probability at least
-    ``auto_threshold``, else from the passages as text (the confidence gate of METHODS.md 2.8; ``Answer.mode``
-    says which); it costs one extra soft-token prefill on the questions that fall back.
-    ``cache_prefix=True`` prefills the start every reader prompt shares (chat template, system turn, start of
-    the instruction) once and reuses its KV cache, so each prompt's prefill runs only on what follows (same
-    answers; ``False`` prefills whole prompts).
 
     >>> reader = XRAGReader()                                                    # doctest: +SKIP
     >>> reader.answer("Where was Einstein born?", ["Albert Einstein was born in Ulm."])  # doctest: +SKIP
@@ -140,8 +118,6 @@ class XRAGReader:
         *,
         encoder: Encoder | str | None = None,
         max_text_tokens: int = MAX_TEXT_TOKENS,
-        cache_prefix: bool = True,
-        auto_threshold: float = AUTO_THRESHOLD,
     ) -> None:
         if tokens_per_doc is not None:
             check_positive_int("tokens_per_doc", tokens_per_doc)
@@ -160,35 +136,12 @@ class XRAGReader:
             raise InvalidInputError(msg)
         self.tokens_per_doc = self.projector.tokens_per_doc
         self.max_text_tokens = check_positive_int("max_text_tokens", max_text_tokens)
-        if not 0.0 <= auto_threshold <= 1.0:
-            msg = f"auto_threshold is a probability in [0, 1], got {auto_threshold!r}."
-            raise InvalidInputError(msg)
-        self.auto_threshold = float(auto_threshold)
         self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe under concurrent calls
         self._embed_tokens = self.lm.model.get_input_embeddings()
         self._stop_ids = self._line_end_ids()
         # LM-head logits for the last position only (most of the prefill's vocabulary projection is skipped)
         params = inspect.signature(self.lm.model.forward).parameters
         self._last_logits: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-        self._prefix: list[int] = []
-        self._prefix_cache: Any = None
-        if cache_prefix:
-            self._prefix, self._prefix_cache = self._prompt_prefix()
-
-    def _prompt_prefix(self) -> tuple[list[int], Any]:
-        """The ids every reader prompt starts with (chat template, system turn, start of the instruction) and
-        their KV cache, computed once: a prompt's prefill then runs only on what follows."""
-        tok = self.lm.tokenizer
-        with_context = prompt_ids(tok, user_message("Q?", ["P."]))
-        bare = prompt_ids(tok, user_message("Q?", None))
-        n = 0
-        while n < min(len(with_context), len(bare)) and with_context[n] == bare[n]:
-            n += 1
-        if n < 2:
-            return [], None
-        with torch.inference_mode():
-            cache = self.lm.model(input_ids=torch.tensor([bare[:n]]), use_cache=True).past_key_values
-        return bare[:n], cache
 
     def _line_end_ids(self) -> set[int]:
         tok = self.lm.tokenizer
@@ -215,9 +168,9 @@ class XRAGReader:
     def build(self, question: str, passages: Sequence[Passage], mode: str) -> tuple[list[int], np.ndarray | None]:
         """Prompt ids (soft slots as ``SLOT``) and the embeddings that fill them, for one question."""
         check_query(question)
-        _check_mode(mode)
-        if mode == "auto":
-            mode = "xrag"
+        if mode not in MODES:
+            msg = f"mode must be one of {list(MODES)}, got {mode!r}."
+            raise InvalidInputError(msg)
         passages = list(passages or [])
         with self._tok_lock:
             if mode == "text" and passages:
@@ -236,9 +189,6 @@ class XRAGReader:
         as the projector was trained with; otherwise the prompt is kept as written, each marker becoming
         soft tokens (``xrag``), its original text (``text``) or nothing (``none``).
         """
-        _check_mode(mode)
-        if mode == "auto":
-            mode = "xrag"
         pieces, hits = split_markers(prompt)
         if not hits:
             with self._tok_lock:
@@ -257,16 +207,16 @@ class XRAGReader:
 
     def complete(self, prompt: str, mode: str = "xrag", max_new_tokens: int = 32) -> Answer:
         """Answer a framework prompt with ``<xrag:KEY>`` markers (see :meth:`build_from_prompt`)."""
-        prepared = self._prepare(lambda m: self.build_from_prompt(prompt, m), mode)
-        return self._answer_prepared([prepared], check_positive_int("max_new_tokens", max_new_tokens))[0]
+        ids, embs = self.build_from_prompt(prompt, mode)
+        return self._answer_prepared([(ids, embs)], check_positive_int("max_new_tokens", max_new_tokens))[0]
 
     def stream_complete(self, prompt: str, mode: str = "xrag", max_new_tokens: int = 32) -> Iterator[str]:
         """:meth:`complete`, streamed in text pieces."""
-        prepared = self._prepare(lambda m: self.build_from_prompt(prompt, m), mode)
-        return self._stream_prepared(prepared, check_positive_int("max_new_tokens", max_new_tokens))
+        ids, embs = self.build_from_prompt(prompt, mode)
+        return self._stream_prepared(ids, embs, check_positive_int("max_new_tokens", max_new_tokens))
 
     def prompt_tokens(self, question: str, passages: Sequence[Passage], mode: str = "xrag") -> int:
-        """How many positions the LM reads before answering (soft tokens count one each; ``auto``: as xrag)."""
+        """How many positions the LM reads before answering (soft tokens count one each)."""
         return len(self.build(question, passages, mode)[0])
 
     # ----------------------------------------------------------------- generation
@@ -284,60 +234,36 @@ class XRAGReader:
         check_positive_int("max_new_tokens", max_new_tokens)
         out: list[Answer] = []
         for start in range(0, len(questions), check_positive_int("batch_size", batch_size)):
-            built = [self._prepare(lambda m, q=q, p=p: self.build(q, p, m), mode) for q, p in
+            built = [self.build(q, p, mode) for q, p in
                      zip(questions[start : start + batch_size], passages[start : start + batch_size], strict=True)]
             out += self._answer_prepared(built, max_new_tokens)
         return out
 
-    def _prepare(self, build: Any, mode: str) -> _Prompt:
-        """``build(mode) -> (ids, soft)`` as a prompt; ``auto`` is the xrag prompt with its text fallback."""
-        _check_mode(mode)
-        if mode != "auto":
-            ids, soft = build(mode)
-            return _Prompt(ids, soft, mode)
-        ids, soft = build("xrag")
-        text_ids, _ = build("text")
-        if soft is None:  # no passages: xrag and text are both the no-context prompt
-            return _Prompt(ids, None, "none")
-        return _Prompt(ids, soft, "xrag", _Prompt(text_ids, None, "text"))
-
-    def _answer_prepared(self, built: list[_Prompt], max_new_tokens: int) -> list[Answer]:
+    def _answer_prepared(self, built: list[tuple[list[int], np.ndarray | None]], max_new_tokens: int) -> list[Answer]:
         ids_per_row: list[list[int]] = [[] for _ in built]
-        unsure: list[int] = []
-        gated = [b.fallback is not None for b in built]
-        for step in self._generate([b.ids for b in built], [b.soft for b in built], max_new_tokens, gated, unsure):
+        for step in self._generate([b[0] for b in built], [b[1] for b in built], max_new_tokens):
             for row, token in step.items():
                 ids_per_row[row].append(token)
         with self._tok_lock:
-            out = [Answer(self.lm.tokenizer.decode(ids, skip_special_tokens=True).strip(), len(b.ids), len(ids),
-                          b.mode) for ids, b in zip(ids_per_row, built, strict=True)]
-        if unsure:  # auto: the LM was unsure with soft tokens; answer those from the text
-            fallbacks = [fb for fb in (built[i].fallback for i in unsure) if fb is not None]
-            redo = self._answer_prepared(fallbacks, max_new_tokens)
-            for i, answer in zip(unsure, redo, strict=True):
-                out[i] = answer
-        return out
+            return [Answer(self.lm.tokenizer.decode(ids, skip_special_tokens=True).strip(), len(b[0]), len(ids))
+                    for ids, b in zip(ids_per_row, built, strict=True)]
 
     def stream(self, question: str, passages: Sequence[Passage] = (), mode: str = "xrag",
                max_new_tokens: int = 32) -> Iterator[str]:
         """The answer as it is generated, in text pieces."""
-        prepared = self._prepare(lambda m: self.build(question, passages, m), mode)
-        return self._stream_prepared(prepared, check_positive_int("max_new_tokens", max_new_tokens))
+        ids, embs = self.build(question, passages, mode)
+        return self._stream_prepared(ids, embs, check_positive_int("max_new_tokens", max_new_tokens))
 
-    def _stream_prepared(self, prompt: _Prompt, max_new_tokens: int) -> Iterator[str]:
+    def _stream_prepared(self, ids: list[int], embs: np.ndarray | None, max_new_tokens: int) -> Iterator[str]:
         generated: list[int] = []
         shown = ""
-        unsure: list[int] = []
-        for step in self._generate([prompt.ids], [prompt.soft], max_new_tokens, [prompt.fallback is not None],
-                                   unsure):
+        for step in self._generate([ids], [embs], max_new_tokens):
             generated.append(step[0])
             with self._tok_lock:
                 text = self.lm.tokenizer.decode(generated, skip_special_tokens=True)
             if len(text) > len(shown) and not text.endswith("\ufffd"):
                 yield text[len(shown) :].lstrip() if not shown else text[len(shown) :]
                 shown = text
-        if unsure and prompt.fallback is not None:  # auto: unsure with soft tokens, nothing shown yet
-            yield from self._stream_prepared(prompt.fallback, max_new_tokens)
 
     async def astream(self, question: str, passages: Sequence[Passage] = (), mode: str = "xrag",
                       max_new_tokens: int = 32) -> AsyncIterator[str]:
@@ -376,55 +302,17 @@ class XRAGReader:
         return soft.reshape(-1, self.lm.hidden_size)
 
     @torch.inference_mode()
-    def _prefill(self, rows: list[list[int]], embs: list[np.ndarray | None]) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """One forward pass over left-padded prompts (on the cached prefix when they all start with it): the
-        model output with its KV cache and last-position logits, the attention mask, the position ids."""
+    def _generate(self, rows: list[list[int]], embs: list[np.ndarray | None],
+                  max_new_tokens: int) -> Iterator[dict[int, int]]:
+        """Greedy decoding with a KV cache; yields {row: token} for the rows still running at each step."""
         present = [e for e in embs if e is not None]
         soft = self.soft_tokens(np.vstack(present)) if present else None
         pad = int(self.lm.tokenizer.pad_token_id)
-        n = len(self._prefix)
-        cached = n > 0 and all(len(r) > n and r[:n] == self._prefix for r in rows)
-        if cached:  # prefill the part after the shared prefix, on top of its KV cache (pads sit in between)
-            inputs, mask, positions = embed_batch(self._embed_tokens, [r[n:] for r in rows], soft, pad)
-            mask = torch.cat([torch.ones((len(rows), n), dtype=mask.dtype), mask], dim=1)
-            positions = positions + n
-            past = copy.deepcopy(self._prefix_cache)
-            past.batch_repeat_interleave(len(rows))
-        else:
-            inputs, mask, positions = embed_batch(self._embed_tokens, rows, soft, pad)
-            past = None
-        out = self.lm.model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, past_key_values=past,
-                            use_cache=True, **self._last_logits)
-        return out, mask, positions
-
-    def confidence(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], mode: str = "xrag",
-                   batch_size: int = 8) -> np.ndarray:
-        """The LM's probability of its first answer token for each question (what ``auto`` mode gates on)."""
-        if len(questions) != len(passages):
-            msg = f"got {len(questions)} questions but {len(passages)} passage lists; give one list per question."
-            raise InvalidInputError(msg)
-        out = np.empty(len(questions), dtype=np.float32)
-        for start in range(0, len(questions), check_positive_int("batch_size", batch_size)):
-            built = [self.build(q, p, mode) for q, p in
-                     zip(questions[start : start + batch_size], passages[start : start + batch_size], strict=True)]
-            with torch.inference_mode():
-                logits = self._prefill([b[0] for b in built], [b[1] for b in built])[0].logits[:, -1]
-                out[start : start + len(built)] = torch.softmax(logits.float(), dim=-1).amax(dim=-1).numpy()
-        return out
-
-    @torch.inference_mode()
-    def _generate(self, rows: list[list[int]], embs: list[np.ndarray | None], max_new_tokens: int,
-                  gated: list[bool] | None = None, unsure: list[int] | None = None) -> Iterator[dict[int, int]]:
-        """Greedy decoding with a KV cache; yields {row: token} for the rows still running at each step.
-        Rows flagged in ``gated`` whose first-token probability is below ``auto_threshold`` stop at once
-        and are appended to ``unsure``."""
-        out, mask, positions = self._prefill(rows, embs)
+        inputs, mask, positions = embed_batch(self._embed_tokens, rows, soft, pad)
         model = self.lm.model
+        out = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
+                    **self._last_logits)
         running = list(range(len(rows)))
-        if gated and any(gated) and unsure is not None:
-            confidence = torch.softmax(out.logits[:, -1].float(), dim=-1).amax(dim=-1)
-            unsure.extend(r for r in running if gated[r] and float(confidence[r]) < self.auto_threshold)
-            running = [r for r in running if r not in unsure]
         last_pos = positions[:, -1]
         for i in range(max_new_tokens):
             tokens = out.logits[:, -1].argmax(-1)
@@ -460,12 +348,6 @@ def default_reader() -> XRAGReader:
         if _DEFAULT_READER is None:
             _DEFAULT_READER = XRAGReader()
         return _DEFAULT_READER
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        msg = f"mode must be one of {list(MODES)}, got {mode!r}."
-        raise InvalidInputError(msg)
 
 
 def _text(p: Passage) -> str:

@@ -21,16 +21,15 @@ def run(store: Any, out: TextIO) -> None:
     print(f"xRAG reader: {reader.lm.name} + projector ({reader.tokens_per_doc} soft token(s) per passage), "
           f"loaded in {time.perf_counter() - t0:.1f} s", file=out)
     print(f"Q: {QUESTION}  (3 retrieved passages)", file=out)
-    for mode in ("text", "xrag", "none", "auto"):
+    for mode in ("text", "xrag", "none"):
         t0 = time.perf_counter()
         first = reader.answer_batch([QUESTION], [hits], mode=mode, max_new_tokens=1)[0]
         ttft = (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
         answer = reader.answer_batch([QUESTION], [hits], mode=mode, max_new_tokens=24)[0]
         total = (time.perf_counter() - t0) * 1000
-        picked = f" (answered in {answer.mode} mode)" if mode == "auto" else ""
         print(f"  {mode:<5} {first.prompt_tokens:>4} prompt tokens, first token {ttft:6.0f} ms, "
-              f"answer {total:6.0f} ms: {answer.text[:80]!r}{picked}", file=out)
+              f"answer {total:6.0f} ms: {answer.text[:80]!r}", file=out)
     budget = TokenBudgetCompressor(ratio=0.25)
     kept = budget.compress(QUESTION, hits)
     before = sum(h.meta.get("original_tokens", 0) for h in kept)

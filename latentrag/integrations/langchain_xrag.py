@@ -5,8 +5,7 @@ each document's text becomes a marker, the prompt template formats the documents
 model swaps each marker for the passage's projected soft tokens. When the prompt ends with
 ``Question: ...`` the reader's trained prompt is rebuilt around it. Prompts without markers are
 answered as plain chat. ``mode="text"`` reads the passages as text instead (the uncompressed
-baseline), ``mode="none"`` ignores them, ``mode="auto"`` reads soft tokens and falls back to the text when
-the LM is unsure of its first answer token (see :class:`~latentrag.compressors.XRAGReader`).
+baseline), ``mode="none"`` ignores them.
 
 The prompt is the text of the system and human messages, in order (earlier AI turns are dropped: the
 default LM is a 135M model tuned for short answers). When the passages sit in one message (say the

@@ -4,8 +4,7 @@ Use it with ``LlamaIndexPostprocessor(compressor=XRAGCompressor())`` in a ``Retr
 the postprocessor turns each node's text into a marker, the response synthesizer formats the
 context as usual, and this LLM swaps each marker for the passage's soft tokens (the query after
 ``Query:`` rebuilds the reader's trained prompt). ``mode="text"`` reads the passages as text,
-``mode="none"`` ignores them, ``mode="auto"`` falls back to the text when the LM is unsure of its first
-answer token with soft tokens. Use ``response_mode="compact"`` (the default) so one call sees all passages.
+``mode="none"`` ignores them. Use ``response_mode="compact"`` (the default) so one call sees all passages.
 """
 
 from __future__ import annotations
