@@ -13,7 +13,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -97,36 +97,10 @@ class BaseEncoder(ABC):
 
     def encode(self, texts: Sequence[str], *, show_progress: bool | None = None) -> np.ndarray:
         """Embed ``texts``. Shape: (len(texts), dim), float32, rows L2-normalised."""
-        if isinstance(texts, str):
-            msg = f"encode() takes a list of texts, got a single str ({texts!r:.60}); wrap it in a list."
-            raise InvalidInputError(msg)
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                msg = f"texts[{i}] must be a str, got {type(t).__name__}; convert it to text before encoding."
-                raise InvalidInputError(msg)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        todo = list(range(len(texts)))
-        keys: list[bytes] = []
-        if self.cache is not None:
-            keys = [EmbeddingCache.key(t) for t in texts]
-            cached = self.cache.get_many(keys)
-            todo = [i for i, row in enumerate(cached) if row is None]
-            for i, row in enumerate(cached):
-                if row is not None:
-                    out[i] = row
-        if todo:
-            # Length bucketing: similar lengths share a batch, so padding stays small.
-            order = sorted(todo, key=lambda i: len(texts[i]))
-            batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-            if show_progress is None:
-                show_progress = len(order) > PROGRESS_THRESHOLD
-            for idx in tqdm(batches, desc=f"encode ({self.name})", unit="batch", disable=not show_progress):
-                emb = np.asarray(self._encode_batch([texts[i] for i in idx]), dtype=np.float32)
-                out[idx] = _l2_normalize(emb)
-            if self.cache is not None:
-                self.cache.put_many([keys[i] for i in todo], out[todo])
-        return out
+        texts = _check_texts(texts, "encode")
+        return self._embed_cached(
+            texts, EmbeddingCache.key, (self.dim,),
+            lambda batch: _l2_normalize(np.asarray(self._encode_batch(batch), dtype=np.float32)), show_progress)
 
     def _token_states(self, texts: list[str]) -> list[np.ndarray]:
         """Last-layer token states of one batch, one (tokens, dim) array per text; mean pooling them gives
@@ -143,27 +117,51 @@ class BaseEncoder(ABC):
         share the encoder's cache (keyed by text and ``chunks``).
         """
         check_positive_int("chunks", chunks)
-        texts = list(texts)
-        out = np.empty((len(texts), 1 + chunks, self.dim), dtype=np.float32)
+        texts = _check_texts(texts, "encode_chunks")
+        return self._embed_cached(
+            texts, lambda t: EmbeddingCache.key(f"{chunks} chunks\x00{t}"), (1 + chunks, self.dim),
+            lambda batch: np.stack([pool_chunks(np.asarray(states, dtype=np.float32), chunks)
+                                    for states in self._token_states(batch)]), False)
+
+    def _embed_cached(self, texts: list[str], key: Callable[[str], bytes], shape: tuple[int, ...],
+                      embed_batch: Callable[[list[str]], np.ndarray], show_progress: bool | None) -> np.ndarray:
+        """Rows of ``shape`` for ``texts``: from the cache (under ``key(text)``) when there, else from
+        ``embed_batch`` over length-bucketed batches (similar lengths share a batch, so padding stays small)."""
+        out = np.empty((len(texts), *shape), dtype=np.float32)
         todo = list(range(len(texts)))
-        keys = [EmbeddingCache.key(f"{chunks} chunks\x00{t}") for t in texts] if self.cache is not None else []
+        keys: list[bytes] = []
         if self.cache is not None:
+            keys = [key(t) for t in texts]
             cached = self.cache.get_many(keys)
             todo = [i for i, row in enumerate(cached) if row is None]
             for i, row in enumerate(cached):
                 if row is not None:
                     out[i] = row
-        order = sorted(todo, key=lambda i: len(texts[i]))
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            for i, states in zip(idx, self._token_states([texts[i] for i in idx]), strict=True):
-                out[i] = pool_chunks(np.asarray(states, dtype=np.float32), chunks)
-        if self.cache is not None and todo:
-            self.cache.put_many([keys[i] for i in todo], out[todo])
+        if todo:
+            order = sorted(todo, key=lambda i: len(texts[i]))
+            batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+            if show_progress is None:
+                show_progress = len(order) > PROGRESS_THRESHOLD
+            for idx in tqdm(batches, desc=f"encode ({self.name})", unit="batch", disable=not show_progress):
+                out[idx] = embed_batch([texts[i] for i in idx])
+            if self.cache is not None:
+                self.cache.put_many([keys[i] for i in todo], out[todo])
         return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
+
+
+def _check_texts(texts: Sequence[str], method: str) -> list[str]:
+    if isinstance(texts, str):
+        msg = f"{method}() takes a list of texts, got a single str ({texts!r:.60}); wrap it in a list."
+        raise InvalidInputError(msg)
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            msg = f"texts[{i}] must be a str, got {type(t).__name__}; convert it to text before encoding."
+            raise InvalidInputError(msg)
+    return texts
 
 
 def pool_chunks(states: np.ndarray, chunks: int) -> np.ndarray:

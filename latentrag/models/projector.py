@@ -78,7 +78,7 @@ class ProjectorConfig:
     tokens_per_doc: int = 1
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
-    #: word chunks embedded beside the whole passage (0: every soft token comes from the passage embedding)
+    #: runs of the passage's token states embedded beside it (0: every soft token comes from the passage embedding)
     chunks: int = 0
 
     def __post_init__(self) -> None:

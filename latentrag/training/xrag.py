@@ -63,7 +63,7 @@ class QA:
 @dataclass
 class XRAGTrainConfig:
     tokens_per_doc: int = 1
-    #: word chunks embedded beside the passage (0: classic xRAG; else tokens_per_doc = 1 + chunks)
+    #: token chunks embedded beside the passage (0: classic xRAG; else tokens_per_doc = 1 + chunks)
     chunks: int = 0
     stage1_samples: int = 2000
     stage2_samples: int = 3000
@@ -299,6 +299,9 @@ def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: st
     if cfg.chunks and cfg.tokens_per_doc != 1 + cfg.chunks:
         msg = f"chunks={cfg.chunks} needs tokens_per_doc={1 + cfg.chunks}, got {cfg.tokens_per_doc}"
         raise ValueError(msg)
+    if cfg.stage1_skip < 0:  # before it slices the passages (a negative start would count from the end)
+        msg = f"stage1_skip must be >= 0, got {cfg.stage1_skip}"
+        raise ValueError(msg)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -313,9 +316,6 @@ def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: st
     rng.shuffle(all_passages)
     dev, train, passages = held_out_split(qas, all_passages, cfg)
     logger.info("xrag data: %d QA (%d dev held out), %d paraphrase passages", len(qas), len(dev), len(passages))
-    if cfg.stage1_skip < 0:
-        msg = f"stage1_skip must be >= 0, got {cfg.stage1_skip}"
-        raise ValueError(msg)
     if cfg.init:
         proj = Projector.load(cfg.init)
         if proj.config.extra.get("seed", cfg.seed) != cfg.seed:
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="folder for projector.safetensors, config.json, train_report.json")
     ap.add_argument("--tokens-per-doc", type=int, default=1)
     ap.add_argument("--chunks", type=int, default=0,
-                    help="word chunks embedded beside the passage (tokens-per-doc must then be 1 + chunks)")
+                    help="token chunks embedded beside the passage (tokens-per-doc must then be 1 + chunks)")
     ap.add_argument("--stage1", type=int, default=XRAGTrainConfig.stage1_samples, help="paraphrase samples")
     ap.add_argument("--stage2", type=int, default=XRAGTrainConfig.stage2_samples, help="QA samples")
     ap.add_argument("--epochs", type=int, default=XRAGTrainConfig.stage2_epochs, help="passes over the QA")
