@@ -1,15 +1,18 @@
 """Offline tiktoken: token counting and a tiktoken-aware text splitter.
 
-``tiktoken.get_encoding`` downloads its BPE file on first use. llama-index-core ships the
-cl100k_base and o200k_base files; when the user has not set ``TIKTOKEN_CACHE_DIR`` we point it there
-(located without importing llama-index), so token counting works with no network.
+``tiktoken.get_encoding`` downloads its BPE file on first use. latentrag ships the cl100k_base and
+o200k_base files (``latentrag/data/tiktoken``, MIT, from tiktoken) under the names tiktoken's cache
+uses, so token counting works with no network whatever extras are installed. A ``TIKTOKEN_CACHE_DIR``
+the user has set always wins; the shipped files are used when it is unset, or when loading from the
+user's folder fails (offline, and the file is not there).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,37 +21,52 @@ from typing import Any
 from latentrag.errors import InvalidInputError, check_positive_int
 
 _lock = threading.Lock()
+#: The BPE files shipped in the wheel, in tiktoken's cache layout.
+SHIPPED_TIKTOKEN_DIR = Path(__file__).parent / "data" / "tiktoken"
+_CACHE_VAR = "TIKTOKEN_CACHE_DIR"
 
 
-def _shipped_tiktoken_cache() -> str | None:
-    spec = importlib.util.find_spec("llama_index.core")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "_static" / "tiktoken_cache"
-    return str(path) if path.is_dir() else None
+@contextmanager
+def _cache_dir(folder: str) -> Iterator[None]:
+    """Point tiktoken's cache at ``folder`` for one load, restoring the caller's environment after."""
+    before = os.environ.get(_CACHE_VAR)
+    os.environ[_CACHE_VAR] = folder
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_CACHE_VAR, None)
+        else:
+            os.environ[_CACHE_VAR] = before
 
 
 @lru_cache(maxsize=8)
 def get_encoding(name: str = "cl100k_base") -> Any:
-    """``tiktoken.get_encoding(name)``, offline when llama-index-core's cache files are installed."""
+    """``tiktoken.get_encoding(name)``, offline for cl100k_base and o200k_base (shipped BPE files)."""
     import tiktoken
 
+    if not isinstance(name, str) or name not in tiktoken.list_encoding_names():
+        valid = sorted(tiktoken.list_encoding_names())
+        msg = f"unknown tiktoken encoding {name!r}; use one of {valid} (offline: 'cl100k_base' or 'o200k_base')."
+        raise InvalidInputError(msg)
     with _lock:
-        if "TIKTOKEN_CACHE_DIR" not in os.environ:
-            cache = _shipped_tiktoken_cache()
-            if cache is not None:
-                os.environ["TIKTOKEN_CACHE_DIR"] = cache
+        user_dir = os.environ.get(_CACHE_VAR)
+        first_error: Exception | None = None
+        if user_dir is not None:
+            try:
+                return tiktoken.get_encoding(name)
+            except Exception as exc:  # offline and not in the user's folder: try the shipped files
+                first_error = exc
         try:
-            return tiktoken.get_encoding(name)
-        except ValueError as exc:
-            msg = f"unknown tiktoken encoding {name!r}; use 'cl100k_base' or 'o200k_base'."
-            raise InvalidInputError(msg) from exc
-        except Exception as exc:  # network failure while downloading the BPE file
+            with _cache_dir(str(SHIPPED_TIKTOKEN_DIR)):
+                return tiktoken.get_encoding(name)
+        except Exception as exc:  # not shipped, and the BPE download failed
+            cause = first_error or exc
             msg = (
-                f"tiktoken could not load {name!r} offline ({exc}); install the offline BPE files with "
-                'pip install "latentrag[llama-index]" or set TIKTOKEN_CACHE_DIR to a folder holding them.'
+                f"tiktoken could not load {name!r} offline ({cause}); latentrag ships 'cl100k_base' and "
+                f"'o200k_base'. For other encodings, connect once or set TIKTOKEN_CACHE_DIR to a folder holding them."
             )
-            raise RuntimeError(msg) from exc
+            raise RuntimeError(msg) from cause
 
 
 def count_tokens(text: str, encoding: str = "cl100k_base") -> int:
