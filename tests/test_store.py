@@ -78,7 +78,7 @@ def test_metadata_filter(store, encoder):
 def test_bad_inputs(store, encoder):
     with pytest.raises(InvalidInputError, match=re.escape("query vectors must have shape (n, 384), got (1, 3)")):
         store.search(np.zeros((1, 3), np.float32), k=2)
-    with pytest.raises(InvalidInputError, match="k must be a positive integer, got 0"):
+    with pytest.raises(InvalidInputError, match="k must be an integer from 1 to 2147483648, got 0"):
         store.search(encoder.encode(["x"]), k=0)
     with pytest.raises(InvalidInputError, match="ids has 1 entries but texts has 2"):
         store.add(["a", "b"], ids=["x"])

@@ -34,16 +34,15 @@ a LlamaIndex store is wrapped.
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from latentrag.encoders import Encoder, load_encoder
-from latentrag.errors import DuplicateIdError, EncoderMismatchError, InvalidInputError, StoreError, check_positive_int
-from latentrag.stores.base import Filter, check_queries, check_texts_ids, check_upsert_args, check_vectors, matches
+from latentrag.errors import EncoderMismatchError, InvalidInputError, StoreError, check_positive_int
+from latentrag.stores.base import BaseStore, Batch, Filter, matches
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -53,7 +52,10 @@ PROBE_TEXT = "latentrag encoder check: where was the composer of this opera born
 MIN_PROBE_COSINE = 0.99
 
 
-class FrameworkStore:
+class FrameworkStore(BaseStore):
+    can_list = False
+    can_count = False
+
     """The latentrag store protocol over a LangChain or LlamaIndex vector store (see the module docs).
 
     Example::
@@ -68,6 +70,7 @@ class FrameworkStore:
 
     def __init__(self, vectorstore: Any, encoder: Encoder | str | None = None, *, check: bool = True,
                  max_workers: int = 8) -> None:
+        super().__init__()
         self.vectorstore = vectorstore
         self.max_workers = check_positive_int("max_workers", max_workers)
         if hasattr(vectorstore, "similarity_search_with_score_by_vector"):
@@ -120,89 +123,55 @@ class FrameworkStore:
             raise EncoderMismatchError(msg)
 
     # ----------------------------------------------------------------- protocol basics
-    @property
-    def dim(self) -> int:
-        return int(self.encoder.dim)
-
-    def __len__(self) -> int:
+    def _count(self) -> int:
         n = self._backend.count()
         if n is None:
             msg = f"{type(self.vectorstore).__name__} cannot count its documents through the framework API."
             raise StoreError(msg)
         return n
 
-    def __contains__(self, doc_id: object) -> bool:
-        return bool(self._backend.fetch([str(doc_id)]))
+    def is_empty(self) -> bool:
+        """True when the wrapped store is known to be empty (a store that cannot count is taken as non-empty)."""
+        n = self._backend.count()
+        return n == 0
 
     def __repr__(self) -> str:
         return f"FrameworkStore({type(self.vectorstore).__name__}, encoder={self.encoder.name!r})"
 
-    def close(self) -> None:
-        """Nothing to release: the wrapped store belongs to the caller."""
+    def _where(self) -> str:
+        return "the wrapped store"
 
-    # ----------------------------------------------------------------- writes
-    def add(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str] | None = None,
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> list[str]:
-        """Add new documents through the framework (its embedding model embeds them, unless ``vectors``
-        is given and the framework accepts vectors); an id already present raises :class:`DuplicateIdError`."""
-        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
-        if id_list is None:
-            id_list = [uuid.uuid4().hex for _ in texts]
-        if not texts:
-            return []
-        clash = self._backend.fetch(id_list)
-        if clash:
-            msg = f"ids already in the wrapped store: {sorted(clash)[:5]}; use upsert() to replace documents."
-            raise DuplicateIdError(msg)
-        self._backend.add(id_list, texts, metas, self._checked_vectors(texts, vectors))
-        return id_list
+    # ----------------------------------------------------------------- hooks: writes
+    def _vectors_for(self, texts: list[str], vectors: Any) -> np.ndarray:
+        """Caller-given vectors, validated; without them the framework embeds the texts itself (empty array)."""
+        if vectors is None:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return super()._vectors_for(texts, vectors)
 
-    def upsert(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str],
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> list[str]:
+    def _existing(self, ids: list[str]) -> set[str]:
+        return set(self._backend.fetch(ids))
+
+    def _add(self, batch: Batch) -> None:
+        """Add through the framework (its embedding model embeds them, unless vectors were given and the
+        framework accepts vectors)."""
+        self._backend.add(batch.ids, batch.texts, batch.metas, batch.vecs if len(batch.vecs) else None)
+
+    def _upsert(self, batch: Batch) -> None:
         """Replace documents by id (delete, then add)."""
-        texts, id_list, metas = check_upsert_args(texts, ids, metadatas)
-        if not texts:
-            return []
-        present = list(self._backend.fetch(id_list))
+        present = list(self._backend.fetch(batch.ids))
         if present:
             self._backend.delete(present)
-        self._backend.add(id_list, texts, metas, self._checked_vectors(texts, vectors))
-        return id_list
+        self._add(batch)
 
-    def delete(self, ids: Sequence[str]) -> int:
-        """Delete documents by id; unknown ids are ignored. Returns how many were deleted."""
-        if isinstance(ids, str):
-            ids = [ids]
-        present = list(self._backend.fetch([str(i) for i in ids]))
+    def _delete(self, ids: list[str]) -> int:
+        present = list(self._backend.fetch(ids))
         if present:
             self._backend.delete(present)
         return len(present)
 
-    def _checked_vectors(self, texts: list[str], vectors: np.ndarray | None) -> np.ndarray | None:
-        """Caller-given vectors, validated; None lets the framework embed the texts itself."""
-        return None if vectors is None else check_vectors(vectors, len(texts), self.dim)
-
-    # ----------------------------------------------------------------- reads
-    def search(
-        self, queries: np.ndarray, k: int, *, filter: Filter | None = None, with_vectors: bool = False
-    ) -> list[list[Hit]]:
+    # ----------------------------------------------------------------- hooks: reads
+    def _search(self, q: np.ndarray, k: int, filter: dict[str, Any] | None, with_vectors: bool) -> list[list[Hit]]:
         """Top-``k`` hits per query row, scored by cosine with each hit's vector (read or re-encoded)."""
-        k = check_positive_int("k", k)
-        q = check_queries(queries, self.dim)
-        if len(q) == 0:
-            return []
 
         def one(row: np.ndarray) -> list[Hit]:
             found = [d for d in self._backend.search(row, k, filter) if matches(d.meta, filter)]
@@ -229,21 +198,12 @@ class FrameworkStore:
             out[missing] = self.encoder.encode([docs[j].text for j in missing])
         return out
 
-    def vectors(self, ids: Sequence[str]) -> np.ndarray:
-        """The vectors of ``ids`` (read from the store where it returns them, else re-encoded)."""
-        return self._vectors_of(self._docs([str(i) for i in ids]))
-
-    def get(self, ids: Sequence[str]) -> list[Hit]:
-        """The documents of ``ids`` (score 0.0), in the order given; unknown ids raise :class:`StoreError`."""
-        return [Hit(d.id, d.text, 0.0, d.meta) for d in self._docs([str(i) for i in ids])]
-
-    def _docs(self, id_list: list[str]) -> list[_Doc]:
-        found = self._backend.fetch(id_list)
-        for doc_id in id_list:
-            if doc_id not in found:
-                msg = f"id {doc_id!r} is not in the wrapped store; check the id or add the document first."
-                raise StoreError(msg)
-        return [found[i] for i in id_list]
+    def _get(self, ids: list[str], with_vectors: bool) -> dict[str, Hit]:
+        found = self._backend.fetch(ids)
+        docs = list(found.values())
+        vecs = self._vectors_of(docs) if with_vectors else None
+        return {d.id: Hit(d.id, d.text, 0.0, d.meta, vector=None if vecs is None else vecs[j])
+                for j, d in enumerate(docs)}
 
 
 class _Doc:

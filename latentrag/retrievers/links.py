@@ -35,7 +35,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from latentrag.errors import InvalidInputError, StoreError
+from latentrag.stores.base import BaseStore, can_list
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +100,6 @@ def title_keys(title: str) -> set[tuple[str, ...]]:
     return {w for w in (title_words(title), title_words(_PAREN.sub("", title))) if w is not None}
 
 
-def can_list(store: Any) -> bool:
-    """Whether ``store`` can enumerate its documents (``ids()`` and ``get()``), as title links need."""
-    return callable(getattr(store, "ids", None)) and callable(getattr(store, "get", None))
-
-
 class TitleLinks:
     """Which passages of ``store`` a text mentions by title (see the module docstring).
 
@@ -144,7 +142,7 @@ class TitleLinks:
         by_words: dict[tuple[str, ...], list[str]] = {}
         titles: dict[str, str] = {}
         for start in range(0, len(ids), PAGE):
-            for hit in self.store.get(ids[start : start + PAGE]):
+            for hit in self._page(ids[start : start + PAGE]):
                 t = title_of(hit.text, hit.metadata)
                 if t is None:
                     continue
@@ -159,20 +157,29 @@ class TitleLinks:
         self._built_at = rev if rev is not None else True
         log.debug("title links: %d titles over %d passages", len(by_words), len(ids))
 
+    def _page(self, ids: list[str]) -> list[Any]:
+        if isinstance(self.store, BaseStore):
+            return self.store.get(ids, missing="skip")  # an id deleted since ids() was read is skipped
+        return list(self.store.get(ids))
+
     def title(self, doc_id: str) -> str | None:
         """The indexed title of a passage id (``None`` for none)."""
         self._ensure()
         return self._title.get(doc_id)
 
     def fetch(self, ids: list[str]) -> list[Any]:
-        """``store.get(ids)``; when some id is gone (a write the index has not seen), rebuild the index
-        and fetch the ids that are still there."""
-        try:
-            return list(self.store.get(ids))
+        """The passages of ``ids`` that are still in the store, each with its own stored vector, read in
+        one consistent step (a concurrent delete can remove an id the index still lists: it is skipped)."""
+        if isinstance(self.store, BaseStore):
+            return self.store.get(ids, with_vectors=True, missing="skip")
+        try:  # another protocol store: texts, then vectors
+            hits = list(self.store.get(ids))
         except StoreError:
             self.refresh()
             alive = [i for i in ids if i in self._title]
-            return list(self.store.get(alive)) if alive else []
+            hits = list(self.store.get(alive)) if alive else []
+        vecs = self.store.vectors([h.id for h in hits]) if hits else []
+        return [h.copy(vector=np.asarray(v, dtype=np.float32)) for h, v in zip(hits, vecs, strict=True)]
 
     def mentioned(self, text: str, exclude_title: str | None = None) -> list[str]:
         """Ids of the passages whose title ``text`` mentions, in order of first mention; passages titled

@@ -39,8 +39,8 @@ import numpy as np
 from latentrag.errors import InvalidInputError, StoreError, check_positive_int, check_query
 from latentrag.models.hop import HopModel, check_model_encoder, shipped_model
 from latentrag.retrievers.base import BaseRetriever
-from latentrag.retrievers.links import TitleLinks, can_list
-from latentrag.stores.base import Filter, Store, check_queries, matches, store_is_empty
+from latentrag.retrievers.links import TitleLinks
+from latentrag.stores.base import Filter, Store, can_list, check_queries, matches, store_is_empty
 from latentrag.types import Hit
 
 Fusion = Literal["path", "rrf", "dense_fill"]
@@ -437,10 +437,7 @@ class MultiHopRetriever(BaseRetriever):
         ids = sorted({t for w in wanted for t in w})
         if not ids:
             return [[] for _ in queries]
-        docs = {h.id: h for h in links.fetch(ids)}
-        ids = [i for i in ids if i in docs]
-        vecs = np.asarray(self.store.vectors(ids), dtype=np.float32) if ids else np.zeros((0, self.store.dim))
-        row = {doc_id: r for r, doc_id in enumerate(ids)}
+        docs = {h.id: h for h in links.fetch(ids)}  # texts and vectors read together
         out: list[list[HopNode]] = []
         for qi, targets in enumerate(wanted):
             nodes: list[tuple[HopNode, HopNode | None]] = []
@@ -448,14 +445,14 @@ class MultiHopRetriever(BaseRetriever):
                 doc = docs.get(target)
                 if doc is None or not matches(doc.meta, self.filter):
                     continue
-                sim = float(vecs[row[target]] @ q0[qi])
+                sim = float(np.asarray(doc.vector, dtype=np.float32) @ q0[qi])
                 nodes.append((HopNode(target, doc.text, 1 if parent is None else 2, sim, sim + self.link_bonus,
                                       parent_id=None if parent is None else parent.id, question_sim=sim, via="link"),
                               parent))
             nodes.sort(key=lambda pair: -pair[0].path_score)
             for node, parent in nodes[:k]:
                 seen[qi].add(node.id)
-                hits_by_id[qi][node.id] = docs[node.id].copy(vector=vecs[row[node.id]])
+                hits_by_id[qi][node.id] = docs[node.id].copy()
                 (roots[qi] if parent is None else parent.children).append(node)
             out.append([node for node, _ in nodes[:k]])
         return out

@@ -16,11 +16,13 @@ Nothing here imports a framework at module import, and nothing ever calls a tool
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from latentrag.errors import InvalidInputError
+from latentrag.validate import check_id, check_json_value, check_str
 
 #: Longest description kept for embedding (characters); schemas keep the full text.
 _EMBED_DESC_CHARS = 1000
@@ -156,12 +158,29 @@ def normalize_tool(obj: Any, index: int = 0) -> ToolSpec:
     raise InvalidInputError(msg)
 
 
+def _checked(spec: ToolSpec, index: int) -> ToolSpec:
+    """Validate a spec at the door, so that every tool accepted can be saved and loaded unchanged: a
+    storable name and description, and parameters that are a JSON schema (tuples become lists)."""
+    check_id(f"tools[{index}] name", spec.name)
+    check_str(f"tools[{index}] description", spec.description)
+    try:
+        params = json.loads(json.dumps(spec.parameters, ensure_ascii=False, allow_nan=False))
+    except (TypeError, ValueError) as exc:  # circular, NaN, or not JSON at all
+        msg = (
+            f"tools[{index}] ({spec.name!r}) has parameters that are not a JSON schema ({exc}); give a plain "
+            "JSON-serialisable dict without self-references."
+        )
+        raise InvalidInputError(msg) from None
+    spec.parameters = check_json_value(f"tools[{index}] parameters", params)
+    return spec
+
+
 def normalize_tools(tools: Any, *, allow_empty: bool = False) -> list[ToolSpec]:
     """Normalise a list of tools, rejecting a non-list, an empty list and duplicate names."""
     if isinstance(tools, (str, bytes, dict)) or not hasattr(tools, "__iter__"):
         msg = f"tools must be a list of tools, got {type(tools).__name__} ({_describe(tools)}); wrap it in a list."
         raise InvalidInputError(msg)
-    specs = [normalize_tool(t, i) for i, t in enumerate(tools)]
+    specs = [_checked(normalize_tool(t, i), i) for i, t in enumerate(tools)]
     if not specs and not allow_empty:
         msg = "tools is empty; pass at least one tool (an OpenAI/MCP schema dict, LangChain or LlamaIndex tool)."
         raise InvalidInputError(msg)

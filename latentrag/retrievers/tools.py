@@ -21,17 +21,19 @@ import numpy as np
 
 from latentrag import versioned
 from latentrag.encoders import Encoder, load_encoder
-from latentrag.errors import InvalidInputError, StoreCorruptError, StoreError, check_query
+from latentrag.errors import InvalidInputError, LatentRagError, StoreCorruptError, StoreError, check_query
 from latentrag.retrievers.base import BaseRetriever
 from latentrag.retrievers.tool_index import FEATURES, BlendWeights, ToolIndex
 from latentrag.retrievers.tool_intents import fuse_max, split_intents
 from latentrag.retrievers.tool_schema import ToolSpec, normalize_tool, normalize_tools
 from latentrag.stores.base import check_encoder
 from latentrag.types import Hit
+from latentrag.validate import check_str_list
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+KIND = "latentrag.ToolRetriever"
 Example = tuple[str, list[str]]
 
 
@@ -61,6 +63,12 @@ class ToolRetriever(BaseRetriever):
     ) -> None:
         super().__init__(k)
         self.encoder = load_encoder(encoder)
+        if weights is not None and not isinstance(weights, BlendWeights):
+            msg = (
+                f"weights must be a BlendWeights, got {type(weights).__name__} ({weights!r:.80}); "
+                f"build one with BlendWeights(**your_dict)."
+            )
+            raise InvalidInputError(msg)
         self.weights = weights or BlendWeights()
         if isinstance(keep_turns, bool) or not isinstance(keep_turns, int) or keep_turns < 0:
             msg = f"keep_turns must be an integer >= 0, got {keep_turns!r}."
@@ -327,9 +335,10 @@ class ToolRetriever(BaseRetriever):
     def select_names(self, query: str, k: int | None = None, *, history: Sequence[str] | None = None) -> list[str]:
         """Tool names chosen by :meth:`select`."""
         k_ = self._k(k)
+        turns = [] if history is None else check_str_list("history", history)
         names = [h.id for h in self.retrieve(query, k_)]
-        if history and self.keep_turns:
-            recent = [check_query(h) for h in list(history)[-self.keep_turns :]]
+        if turns and self.keep_turns:
+            recent = [check_query(h) for h in turns[-self.keep_turns :]]
             for hits in reversed(self.retrieve_batch(recent, k_)):
                 names.extend(h.id for h in hits if h.id not in names)
         return names
@@ -337,14 +346,14 @@ class ToolRetriever(BaseRetriever):
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save tools, examples, vectors and any trained refiner atomically into the folder ``path``: a new
-        version folder is written and fsynced, then the ``CURRENT`` pointer is replaced."""
+        version folder is written and fsynced, then the ``CURRENT`` pointer is replaced; concurrent saves
+        to one path serialise (see :mod:`latentrag.versioned`)."""
         root = Path(path)
-        version, tmp = versioned.begin(root)
-        with self._lock:
+        with versioned.writing(root) as (version, tmp), self._lock:
             with open(tmp / "tools.jsonl", "w", encoding="utf-8") as fh:
                 for s in self._specs:
                     rec = {"name": s.name, "description": s.description, "parameters": s.parameters, "kind": s.kind}
-                    fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
             with open(tmp / "examples.jsonl", "w", encoding="utf-8") as fh:
                 for q, names in self._examples:
                     fh.write(json.dumps({"query": q, "tools": names}, ensure_ascii=False) + "\n")
@@ -357,7 +366,7 @@ class ToolRetriever(BaseRetriever):
                 files.append("refiner.safetensors")
             manifest = {
                 "format_version": FORMAT_VERSION,
-                "kind": "latentrag.ToolRetriever",
+                "kind": KIND,
                 "encoder": {"name": self.encoder.name, "dim": int(self.encoder.dim)},
                 "k": self.k,
                 "keep_turns": self.keep_turns,
@@ -366,7 +375,7 @@ class ToolRetriever(BaseRetriever):
                 "refiner": refiner_cfg,
                 "count": len(self._specs),
             }
-        return versioned.commit(root, version, tmp, manifest, files)
+            return versioned.commit(root, version, tmp, manifest, files)
 
     @classmethod
     def load(
@@ -379,25 +388,21 @@ class ToolRetriever(BaseRetriever):
         """Load a saved retriever. ``tools`` re-attaches the original tool objects by name (so :meth:`select`
         returns them again); without it :meth:`select` returns OpenAI schema dicts."""
         root = Path(path)
-        folder = versioned.current(root)
-        if folder is None:
-            msg = f"no saved ToolRetriever at {str(root)!r} (missing CURRENT); save one with retriever.save(path)."
-            raise StoreError(msg)
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text())
-        except (OSError, ValueError) as exc:
-            msg = f"tool index at {str(root)!r} has an unreadable manifest ({exc}); save it again."
-            raise StoreCorruptError(msg) from exc
-        if manifest.get("kind") != "latentrag.ToolRetriever" or manifest.get("format_version") != FORMAT_VERSION:
-            msg = (
-                f"{str(root)!r} holds {manifest.get('kind')!r} format {manifest.get('format_version')!r}, not a "
-                f"ToolRetriever of format {FORMAT_VERSION}; save it again with this latentrag."
-            )
-            raise StoreCorruptError(msg)
-        name = versioned.failed_checksum(folder, manifest)
-        if name is not None:
-            msg = f"file {name!r} at {str(folder)!r} fails its checksum; restore it or save the retriever again."
-            raise StoreCorruptError(msg)
+        with versioned.reading(root, kind=KIND, format_version=FORMAT_VERSION, what="ToolRetriever",
+                               hint="save one with retriever.save(path)") as (folder, manifest):
+            try:
+                return cls._from_folder(root, folder, manifest, encoder, tools)
+            except LatentRagError:
+                raise
+            except (KeyError, TypeError, ValueError, OSError) as exc:
+                msg = f"tool index at {str(root)!r} could not be read ({type(exc).__name__}: {exc}); save it again."
+                raise StoreCorruptError(msg) from exc
+
+    @classmethod
+    def _from_folder(
+        cls, root: Path, folder: Path, manifest: dict[str, Any], encoder: Encoder | str | None,
+        tools: Sequence[Any] | None,
+    ) -> ToolRetriever:
         enc = load_encoder(manifest["encoder"]["name"] if encoder is None else encoder)
         check_encoder(manifest["encoder"]["name"], manifest["encoder"]["dim"], enc, f"the tool index at {str(root)!r}")
         r = cls(enc, manifest["k"], weights=BlendWeights(**manifest["weights"]), keep_turns=manifest["keep_turns"],

@@ -1,20 +1,41 @@
-"""The store protocol every backend implements (faiss here; pgvector, Milvus and framework stores later).
+"""The store contract: the :class:`Store` protocol retrievers depend on, and :class:`BaseStore`, the one
+base every backend (faiss, pgvector, Milvus, the framework stores) subclasses.
 
-Retrievers and compressors depend on this protocol only, never on a concrete backend.
+``BaseStore``'s public methods validate their input once, at the door (:mod:`latentrag.validate`: ids,
+texts, metadata, vectors, ``k``, filters), assign uuids, reject duplicates, encode, and then call the
+small hooks a backend writes (``_count``, ``_existing``, ``_add``, ``_upsert``, ``_delete``, ``_search``,
+``_get``, optionally ``_vectors`` and ``_ids``). Capabilities are declared as class attributes
+(``can_list``, ``can_count``), not probed. Retrievers and compressors depend on the protocol only.
 """
 
 from __future__ import annotations
 
+import threading
+import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 
 from latentrag.encoders import Encoder
-from latentrag.errors import EncoderMismatchError, InvalidInputError, StoreError
+from latentrag.errors import DuplicateIdError, EncoderMismatchError, InvalidInputError, StoreError
 from latentrag.types import Hit
+from latentrag.validate import (
+    check_filter,
+    check_ids,
+    check_k,
+    check_metadata,
+    check_str_list,
+    check_unique,
+    json_equal,
+    short,
+    unit_rows,
+)
 
-#: Metadata filter: every key must equal the given value (a list or tuple value means "any of").
+#: Metadata filter: every key must equal the given value (a list value means "any of"); see
+#: :mod:`latentrag.validate` for the exact semantics, which every backend shares.
 Filter = Mapping[str, Any]
 
 
@@ -55,71 +76,304 @@ class Store(Protocol):
 
 
 def matches(metadata: Mapping[str, Any], filter: Filter | None) -> bool:
-    """True when ``metadata`` satisfies every condition of ``filter``."""
+    """True when ``metadata`` satisfies every condition of ``filter``: equality by JSON type and value
+    (``True`` never matches ``1``), a list means any of, ``None`` means missing or null.
+
+    >>> matches({"g": True, "n": 1}, {"n": [1, 2]}), matches({"g": True}, {"g": 1})
+    (True, False)
+    """
     if not filter:
         return True
     for key, want in filter.items():
         have = metadata.get(key)
-        if isinstance(want, (list, tuple, set, frozenset)):
-            if have not in want:
-                return False
-        elif have != want:
+        options = want if isinstance(want, (list, tuple, set, frozenset)) else [want]
+        if not any(have is None if w is None else json_equal(have, w) for w in options):
             return False
     return True
 
 
 def store_is_empty(store: Any) -> bool:
-    """True when ``store`` holds no documents, asked cheaply: a backend's own ``is_empty()`` when it has
-    one (a database answers ``EXISTS`` faster than ``count(*)``), else ``len()``. A store that cannot
-    count (some framework stores) is taken to be non-empty."""
-    probe = getattr(store, "is_empty", None)
-    if callable(probe):
-        return bool(probe())
+    """True when ``store`` holds no documents: :meth:`BaseStore.is_empty`, or ``len()`` for another
+    protocol store (one that cannot count is taken to be non-empty)."""
+    if isinstance(store, BaseStore):
+        return store.is_empty()
     try:
         return len(store) == 0
     except StoreError:
         return False
 
 
+def can_list(store: Any) -> bool:
+    """True when ``store`` can enumerate its documents (``ids()`` and ``get()``)."""
+    if isinstance(store, BaseStore):
+        return store.can_list
+    return callable(getattr(store, "ids", None)) and callable(getattr(store, "get", None))
+
+
 def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
-    """Validate a query matrix and return it as C-contiguous float32 of shape (n, dim)."""
+    """A query matrix as C-contiguous float32 of shape (n, dim) at unit length; NaN/inf/zero rows rejected."""
     arr = np.asarray(queries)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != dim:
-        msg = f"query vectors must have shape (n, {dim}), got {arr.shape}; encode with the store's encoder."
-        raise InvalidInputError(msg)
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def check_vectors(vectors: np.ndarray, n_texts: int, dim: int) -> np.ndarray:
-    """Validate caller-given vectors: shape (n_texts, dim), returned as float32 (empty when there are no texts)."""
-    if n_texts == 0:
+    if arr.ndim == 2 and arr.shape == (0, dim):
         return np.zeros((0, dim), dtype=np.float32)
-    vecs = check_queries(vectors, dim)
-    if len(vecs) != n_texts:
-        msg = f"vectors has {len(vecs)} rows but texts has {n_texts}; give one vector per text."
-        raise InvalidInputError(msg)
-    return vecs
+    return unit_rows(arr, dim, name="query vectors")
 
 
-def vectors_for(encoder: Encoder, texts: list[str], vectors: np.ndarray | None) -> np.ndarray:
-    """The vectors to store for ``texts``: the caller's (validated), else the encoder's."""
-    if vectors is None:
-        return encoder.encode(texts) if texts else np.zeros((0, int(encoder.dim)), dtype=np.float32)
-    return check_vectors(vectors, len(texts), int(encoder.dim))
+@dataclass
+class Batch:
+    """Validated parallel lists for one write: ids, texts, metadata dicts and unit vectors."""
+
+    ids: list[str]
+    texts: list[str]
+    metas: list[dict[str, Any]]
+    vecs: np.ndarray
 
 
-def check_upsert_args(
-    texts: Sequence[str], ids: Sequence[str] | None, metadatas: Sequence[Mapping[str, Any]] | None
-) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """:func:`check_texts_ids` for ``upsert``, where ids are required."""
+class BaseStore(ABC):
+    """The public skeleton of every store; a backend writes the hooks (see the module docs).
+
+    Thread safety: every hook runs under ``self._lock`` (an ``RLock``), so one store object may be
+    shared by threads, and a ``get(..., with_vectors=True)`` reads texts and vectors in one step. Writes
+    through this object bump ``revision``, which derived indexes (title links) watch.
+    """
+
+    #: ``ids()`` lists the store and ``get()`` reads any id (title links need both).
+    can_list: ClassVar[bool] = True
+    #: ``len()`` is exact.
+    can_count: ClassVar[bool] = True
+
+    encoder: Encoder
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        #: Counts writes made through this object (add, upsert, delete).
+        self.revision = 0
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        vectors: np.ndarray | None = None,
+        **options: Any,
+    ) -> Self:
+        """A new store ``cls(**options)`` holding ``texts`` (input checked before anything connects)."""
+        prepare(texts, ids, metadatas, need_ids=False)
+        store = cls(**options)
+        store.add(texts, ids=ids, metadatas=metadatas, vectors=vectors)
+        return store
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.dim)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._count()
+
+    def is_empty(self) -> bool:
+        """True when the store holds no documents."""
+        return len(self) == 0
+
+    def __contains__(self, doc_id: object) -> bool:
+        if not isinstance(doc_id, str) or not doc_id:
+            return False
+        with self._lock:
+            return bool(self._existing([doc_id]))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # noqa: B027 - a no-op default, not a hook every backend must write
+        """Release connections (the data stays). The embedded store holds none."""
+
+    # ----------------------------------------------------------------- writes
+    def add(
+        self,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[str]:
+        """Add new documents; an id already present raises :class:`DuplicateIdError` (see :meth:`upsert`)."""
+        batch = prepare(texts, ids, metadatas, need_ids=False)
+        if not batch.ids:
+            return []
+        self._raise_on_clash(batch.ids)
+        batch.vecs = self._vectors_for(batch.texts, vectors)
+        with self._lock:
+            self._raise_on_clash(batch.ids)
+            self._add(batch)
+            self.revision += 1
+        return batch.ids
+
+    def upsert(
+        self,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[str]:
+        """Insert or replace documents by id."""
+        batch = prepare(texts, ids, metadatas, need_ids=True)
+        if not batch.ids:
+            return []
+        batch.vecs = self._vectors_for(batch.texts, vectors)
+        with self._lock:
+            self._upsert(batch)
+            self.revision += 1
+        return batch.ids
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete documents by id; unknown ids are ignored. Returns how many were deleted."""
+        id_list = sorted(set(check_ids(ids)))
+        if not id_list:
+            return 0
+        with self._lock:
+            n = self._delete(id_list)
+            self.revision += 1
+        return n
+
+    def _raise_on_clash(self, id_list: list[str]) -> None:
+        with self._lock:
+            clash = self._existing(id_list)
+        if clash:
+            msg = f"ids already in {self._where()}: {sorted(clash)[:5]}; use upsert() to replace documents."
+            raise DuplicateIdError(msg)
+
+    def _vectors_for(self, texts: list[str], vectors: Any) -> np.ndarray:
+        if vectors is None:
+            return unit_rows(self.encoder.encode(texts), self.dim, name="encoded vectors")
+        return unit_rows(vectors, self.dim, rows=len(texts))
+
+    # ----------------------------------------------------------------- reads
+    def search(
+        self, queries: np.ndarray, k: int, *, filter: Filter | None = None, with_vectors: bool = False
+    ) -> list[list[Hit]]:
+        """Top-``k`` hits per row of ``queries`` (shape (n, dim)), best first; ``with_vectors`` attaches each
+        hit's stored vector. Scores are cosines (queries are taken at unit length)."""
+        k = check_k(k)
+        flt = check_filter(filter)
+        q = check_queries(queries, self.dim)
+        if len(q) == 0:
+            return []
+        with self._lock:
+            return self._search(q, k, flt, bool(with_vectors))
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of ``ids`` as one array of shape (len(ids), dim), in the order given;
+        an unknown id raises :class:`StoreError`."""
+        id_list = check_ids(ids)
+        if not id_list:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return self._vectors(id_list)
+
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False, missing: str = "raise") -> list[Hit]:
+        """The documents of ``ids`` (score 0.0), in the order given, read in one locked step (with
+        ``with_vectors`` each hit carries its own stored vector). ``missing="raise"`` raises
+        :class:`StoreError` for an unknown id; ``"skip"`` leaves it out (for derived indexes that may
+        lag behind a concurrent delete)."""
+        if missing not in ("raise", "skip"):
+            msg = f"missing must be 'raise' or 'skip', got {short(missing)}."
+            raise InvalidInputError(msg)
+        id_list = check_ids(ids)
+        if not id_list:
+            return []
+        with self._lock:
+            found = self._get(id_list, bool(with_vectors))
+        if missing == "raise":
+            for doc_id in id_list:
+                if doc_id not in found:
+                    raise self._unknown(doc_id)
+        return [found[i].copy() for i in id_list if i in found]
+
+    def ids(self) -> list[str]:
+        """Every id in the store."""
+        if not self.can_list:
+            msg = f"{type(self).__name__} cannot list its documents; use a FaissStore, PgVectorStore or MilvusStore."
+            raise StoreError(msg)
+        with self._lock:
+            return self._ids()
+
+    def _where(self) -> str:
+        return "the store"
+
+    def _unknown(self, doc_id: str) -> StoreError:
+        return StoreError(f"id {doc_id!r} is not in {self._where()}; check the id or add the document first.")
+
+    # ----------------------------------------------------------------- hooks
+    @abstractmethod
+    def _count(self) -> int: ...
+
+    @abstractmethod
+    def _existing(self, ids: list[str]) -> set[str]:
+        """The subset of ``ids`` already in the store."""
+
+    @abstractmethod
+    def _add(self, batch: Batch) -> None:
+        """Insert new rows (no id of ``batch`` is in the store; ``batch.vecs`` are unit length)."""
+
+    @abstractmethod
+    def _upsert(self, batch: Batch) -> None: ...
+
+    @abstractmethod
+    def _delete(self, ids: list[str]) -> int: ...
+
+    @abstractmethod
+    def _search(self, q: np.ndarray, k: int, filter: dict[str, Any] | None, with_vectors: bool) -> list[list[Hit]]:
+        """``q``: validated unit rows (at least one); ``filter``: validated (or None)."""
+
+    @abstractmethod
+    def _get(self, ids: list[str], with_vectors: bool) -> dict[str, Hit]:
+        """The stored documents of ``ids`` by id (unknown ids absent)."""
+
+    def _vectors(self, ids: list[str]) -> np.ndarray:
+        found = self._get(ids, True)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for j, doc_id in enumerate(ids):
+            hit = found.get(doc_id)
+            if hit is None or hit.vector is None:
+                raise self._unknown(doc_id)
+            out[j] = hit.vector
+        return out
+
+    def _ids(self) -> list[str]:
+        msg = f"{type(self).__name__} does not implement ids()."
+        raise StoreError(msg)
+
+
+def prepare(texts: Any, ids: Any, metadatas: Any, *, need_ids: bool) -> Batch:
+    """Validate one write's parallel lists at the door; ids default to fresh uuids (not for upsert)."""
+    text_list = check_str_list("texts", texts)
     if ids is None:
-        msg = "upsert() needs ids=[...] to know which documents to replace."
-        raise InvalidInputError(msg)
-    texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
-    assert id_list is not None
-    return texts, id_list, metas
+        if need_ids:
+            msg = "upsert() needs ids=[...] to know which documents to replace."
+            raise InvalidInputError(msg)
+        id_list = [uuid.uuid4().hex for _ in text_list]
+    else:
+        id_list = check_unique(check_ids(ids))
+        if len(id_list) != len(text_list):
+            msg = f"ids has {len(id_list)} entries but texts has {len(text_list)}; give one id per text."
+            raise InvalidInputError(msg)
+    if metadatas is None:
+        metas: list[dict[str, Any]] = [{} for _ in text_list]
+    else:
+        if isinstance(metadatas, (str, bytes, Mapping)):
+            msg = f"metadatas must be a list of dicts (one per text), got {type(metadatas).__name__}."
+            raise InvalidInputError(msg)
+        metas = [check_metadata(f"metadatas[{i}]", m) for i, m in enumerate(metadatas)]
+        if len(metas) != len(text_list):
+            msg = f"metadatas has {len(metas)} entries but texts has {len(text_list)}; give one dict per text."
+            raise InvalidInputError(msg)
+    return Batch(id_list, text_list, metas, np.zeros((0, 0), dtype=np.float32))
 
 
 def check_encoder(stored_name: str, stored_dim: int, encoder: Encoder, where: str) -> None:
@@ -131,33 +385,3 @@ def check_encoder(stored_name: str, stored_dim: int, encoder: Encoder, where: st
             f"the index with `latentrag index --rebuild`."
         )
         raise EncoderMismatchError(msg)
-
-
-def check_texts_ids(
-    texts: Sequence[str], ids: Sequence[str] | None, metadatas: Sequence[Mapping[str, Any]] | None
-) -> tuple[list[str], list[str] | None, list[dict[str, Any]]]:
-    """Validate parallel ``texts``/``ids``/``metadatas`` lists; ids must be unique strings."""
-    if isinstance(texts, str):
-        msg = "texts must be a list of strings, got a single str; wrap it in a list."
-        raise InvalidInputError(msg)
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            msg = f"texts[{i}] must be a str, got {type(t).__name__}."
-            raise InvalidInputError(msg)
-    id_list = None
-    if ids is not None:
-        id_list = [str(i) for i in ids]
-        if len(id_list) != len(texts):
-            msg = f"ids has {len(id_list)} entries but texts has {len(texts)}; give one id per text."
-            raise InvalidInputError(msg)
-        seen: set[str] = set()
-        dupes = [i for i in id_list if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
-        if dupes:
-            msg = f"ids must be unique within one call, got duplicates {sorted(set(dupes))[:5]}."
-            raise InvalidInputError(msg)
-    metas = [dict(m) for m in metadatas] if metadatas is not None else [{} for _ in texts]
-    if len(metas) != len(texts):
-        msg = f"metadatas has {len(metas)} entries but texts has {len(texts)}; give one dict per text."
-        raise InvalidInputError(msg)
-    return texts, id_list, metas

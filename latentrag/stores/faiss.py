@@ -15,10 +15,7 @@ import json
 import logging
 import math
 import os
-import threading
 import time
-import uuid
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +24,14 @@ import numpy as np
 
 from latentrag import versioned
 from latentrag.encoders import Encoder, load_encoder
-from latentrag.errors import (
-    DuplicateIdError,
-    InvalidInputError,
-    StoreCorruptError,
-    StoreError,
-    check_positive_int,
-)
-from latentrag.stores.base import (
-    Filter,
-    check_encoder,
-    check_queries,
-    check_texts_ids,
-    check_upsert_args,
-    matches,
-    vectors_for,
-)
+from latentrag.errors import InvalidInputError, LatentRagError, StoreCorruptError, check_positive_int
+from latentrag.stores.base import BaseStore, Batch, check_encoder, matches
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+KIND = "latentrag.FaissStore"
 INDEX_TYPES = ("flat", "hnsw", "pq", "ivfpq")
 _PQ_TYPES = ("pq", "ivfpq")
 #: Query batches up to this size use one BLAS product instead of ``IndexFlatIP.search`` (faster below it).
@@ -56,7 +40,7 @@ _SMALL_BATCH = 32
 _COMPACT_FRACTION = 0.25
 
 
-class FaissStore:
+class FaissStore(BaseStore):
     """Vectors, texts and metadata by id, searched with faiss (inner product on normalised vectors).
 
     >>> store = FaissStore.from_texts(["Paris is in France.", "Berlin is in Germany."], ids=["p", "b"])
@@ -83,14 +67,12 @@ class FaissStore:
         self.ef_search = check_positive_int("ef_search", ef_search)
         self.nprobe = check_positive_int("nprobe", nprobe)
         d = int(self.encoder.dim)
-        self.pq_m = pq_m or _default_pq_m(d)
+        self.pq_m = _default_pq_m(d) if pq_m is None else check_positive_int("pq_m", pq_m)
         if d % self.pq_m:
             msg = f"pq_m must divide the dimension {d}, got {self.pq_m}."
             raise InvalidInputError(msg)
-        self._lock = threading.RLock()
-        #: Counts writes (add, upsert, delete), so derived indexes (title links) know when to rebuild.
-        self.revision = 0
-        self._ids: list[str] = []
+        super().__init__()
+        self._row_ids: list[str] = []
         self._row: dict[str, int] = {}
         self._texts: list[str] = []
         self._metas: list[dict[str, Any]] = []
@@ -98,100 +80,40 @@ class FaissStore:
         self._vecs: np.ndarray | None = np.zeros((0, d), dtype=np.float32)
         self._index: Any = None if index in _PQ_TYPES else self._new_index(0)
 
-    # ----------------------------------------------------------------- construction
-    @classmethod
-    def from_texts(
-        cls,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str] | None = None,
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        encoder: Encoder | str | None = None,
-        index: str = "flat",
-        vectors: np.ndarray | None = None,
-        **options: Any,
-    ) -> FaissStore:
-        """Build a store from texts (encoded in batches with a progress bar on large inputs)."""
-        store = cls(encoder, index=index, **options)
-        store.add(texts, ids=ids, metadatas=metadatas, vectors=vectors)
-        return store
-
     @property
     def dim(self) -> int:
         return int(self.encoder.dim)
 
-    def __len__(self) -> int:
-        return len(self._row)
-
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._row
-
     def __repr__(self) -> str:
         return f"FaissStore(n={len(self)}, dim={self.dim}, index={self.index_type!r}, encoder={self.encoder.name!r})"
 
-    def ids(self) -> list[str]:
-        """The ids currently in the store, in insertion order."""
-        with self._lock:
-            return [i for r, i in enumerate(self._ids) if self._alive[r]]
+    # ----------------------------------------------------------------- hooks: writes
+    def _count(self) -> int:
+        return len(self._row)
 
-    # ----------------------------------------------------------------- writes
-    def add(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str] | None = None,
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> list[str]:
-        """Add new documents; an id already present raises :class:`DuplicateIdError` (see :meth:`upsert`)."""
-        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
-        if id_list is None:
-            id_list = [uuid.uuid4().hex for _ in texts]
-        with self._lock:
-            clash = [i for i in id_list if i in self._row]
-        if clash:
-            msg = f"ids already in the store: {clash[:5]}; use upsert() to replace documents."
-            raise DuplicateIdError(msg)
-        vecs = vectors_for(self.encoder, texts, vectors)
-        with self._lock:
-            clash = [i for i in id_list if i in self._row]
-            if clash:
-                msg = f"ids already in the store: {clash[:5]}; use upsert() to replace documents."
-                raise DuplicateIdError(msg)
-            self._append(texts, id_list, metas, vecs)
-        return id_list
+    def _existing(self, ids: list[str]) -> set[str]:
+        return {i for i in ids if i in self._row}
 
-    def upsert(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str],
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> list[str]:
-        """Insert or replace documents by id."""
-        texts, id_list, metas = check_upsert_args(texts, ids, metadatas)
-        vecs = vectors_for(self.encoder, texts, vectors)
-        with self._lock:
-            self._mark_dead([self._row[i] for i in id_list if i in self._row])
-            self._append(texts, id_list, metas, vecs)
-            self._maybe_compact()
-        return id_list
+    def _ids(self) -> list[str]:
+        return [i for r, i in enumerate(self._row_ids) if self._alive[r]]
 
-    def delete(self, ids: Sequence[str]) -> int:
-        """Delete documents by id; unknown ids are ignored. Returns how many were deleted."""
-        if isinstance(ids, str):
-            ids = [ids]
-        with self._lock:
-            rows = [self._row[str(i)] for i in ids if str(i) in self._row]
-            self._mark_dead(rows)
-            self._maybe_compact()
-            return len(rows)
+    def _add(self, batch: Batch) -> None:
+        self._append(batch.texts, batch.ids, batch.metas, batch.vecs)
+
+    def _upsert(self, batch: Batch) -> None:
+        self._mark_dead([self._row[i] for i in batch.ids if i in self._row])
+        self._append(batch.texts, batch.ids, batch.metas, batch.vecs)
+        self._maybe_compact()
+
+    def _delete(self, ids: list[str]) -> int:
+        rows = [self._row[i] for i in ids if i in self._row]
+        self._mark_dead(rows)
+        self._maybe_compact()
+        return len(rows)
 
     def _append(self, texts: list[str], ids: list[str], metas: list[dict[str, Any]], vecs: np.ndarray) -> None:
-        self.revision += 1
-        start = len(self._ids)
-        self._ids.extend(ids)
+        start = len(self._row_ids)
+        self._row_ids.extend(ids)
         self._texts.extend(texts)
         self._metas.extend(metas)
         self._row.update({doc_id: start + j for j, doc_id in enumerate(ids)})
@@ -202,26 +124,25 @@ class FaissStore:
             self._vecs = np.concatenate([self._vecs, vecs]) if len(self._vecs) else np.array(vecs, dtype=np.float32)
 
     def _mark_dead(self, rows: list[int]) -> None:
-        self.revision += 1
         for r in rows:
             self._alive[r] = False
-            del self._row[self._ids[r]]
+            del self._row[self._row_ids[r]]
 
     def _maybe_compact(self) -> None:
-        dead = len(self._ids) - len(self._row)
-        if dead and dead >= _COMPACT_FRACTION * len(self._ids):
+        dead = len(self._row_ids) - len(self._row)
+        if dead and dead >= _COMPACT_FRACTION * len(self._row_ids):
             self._compact()
 
     def _compact(self) -> None:
         """Drop deleted rows and rebuild the index over the live ones (rows are renumbered)."""
         keep = np.flatnonzero(self._alive)
-        if len(keep) == len(self._ids):
+        if len(keep) == len(self._row_ids):
             return
         vecs = self._rows_vectors(keep)
-        self._ids = [self._ids[r] for r in keep]
+        self._row_ids = [self._row_ids[r] for r in keep]
         self._texts = [self._texts[r] for r in keep]
         self._metas = [self._metas[r] for r in keep]
-        self._row = {doc_id: r for r, doc_id in enumerate(self._ids)}
+        self._row = {doc_id: r for r, doc_id in enumerate(self._row_ids)}
         self._alive = np.ones(len(keep), dtype=bool)
         if self.index_type in _PQ_TYPES:
             if self._index is not None:
@@ -254,7 +175,7 @@ class FaissStore:
         return idx
 
     def _min_train(self) -> int:
-        return 256 if self.index_type == "pq" else max(256, 8 * _default_nlist(len(self._ids)))
+        return 256 if self.index_type == "pq" else max(256, 8 * _default_nlist(len(self._row_ids)))
 
     def _ensure_trained(self) -> None:
         """PQ types train once enough vectors exist; until then search is exact over the raw vectors."""
@@ -283,32 +204,26 @@ class FaissStore:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.asarray(self._index.reconstruct_batch(rows), dtype=np.float32)
 
-    # ----------------------------------------------------------------- reads
-    def search(
-        self, queries: np.ndarray, k: int, *, filter: Filter | None = None, with_vectors: bool = False
-    ) -> list[list[Hit]]:
-        """Top-``k`` hits for each row of ``queries`` (shape (n, dim)), best first, in one faiss call."""
-        k = check_positive_int("k", k)
-        q = check_queries(queries, self.dim)
-        with self._lock:
-            scores, rows = self.search_rows(q, k, filter=filter)
-            flat = rows[rows >= 0]
-            vec_of = dict(zip(flat.tolist(), self._rows_vectors(flat), strict=True)) if with_vectors else {}
-            out: list[list[Hit]] = []
-            for srow, rrow in zip(scores, rows, strict=True):
-                hits = []
-                for s, r in zip(srow.tolist(), rrow.tolist(), strict=True):
-                    if r < 0:
-                        break
-                    hits.append(
-                        Hit(self._ids[r], self._texts[r], s, dict(self._metas[r]), vector=vec_of.get(r))
-                    )
-                out.append(hits)
-            return out
+    # ----------------------------------------------------------------- hooks: reads
+    def _search(self, q: np.ndarray, k: int, filter: dict[str, Any] | None, with_vectors: bool) -> list[list[Hit]]:
+        scores, rows = self._search_rows(q, k, filter=filter)
+        flat = rows[rows >= 0]
+        vec_of = dict(zip(flat.tolist(), self._rows_vectors(flat), strict=True)) if with_vectors else {}
+        out: list[list[Hit]] = []
+        for srow, rrow in zip(scores, rows, strict=True):
+            hits = []
+            for s, r in zip(srow.tolist(), rrow.tolist(), strict=True):
+                if r < 0:
+                    break
+                hits.append(Hit(self._row_ids[r], self._texts[r], s, dict(self._metas[r]), vector=vec_of.get(r)))
+            out.append(hits)
+        return out
 
-    def search_rows(self, q: np.ndarray, k: int, *, filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw search: ``(scores, rows)`` of shape (n, k); missing results have row -1. Holds no lock."""
-        n_rows = len(self._ids)
+    def _search_rows(
+        self, q: np.ndarray, k: int, *, filter: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw search under the caller's lock: ``(scores, rows)`` of shape (n, k); missing results have row -1."""
+        n_rows = len(self._row_ids)
         if n_rows == 0 or not self._row:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         k = min(k, len(self._row))  # never allocate for more results than live documents
@@ -364,27 +279,22 @@ class FaissStore:
         order = np.argsort(-top_s, axis=1, kind="stable")
         return np.take_along_axis(top_s, order, axis=1), rows[np.take_along_axis(top, order, axis=1)]
 
-    def vectors(self, ids: Sequence[str]) -> np.ndarray:
-        """The stored vectors of ``ids`` as one array of shape (len(ids), dim), in the order given."""
-        with self._lock:
-            try:
-                rows = np.fromiter((self._row[str(i)] for i in ids), dtype=np.int64, count=len(ids))
-            except KeyError as exc:
-                msg = f"id {exc.args[0]!r} is not in the store; check the id or add the document first."
-                raise StoreError(msg) from None
-            return self._rows_vectors(rows)
+    def _vectors(self, ids: list[str]) -> np.ndarray:
+        rows = np.empty(len(ids), dtype=np.int64)
+        for j, doc_id in enumerate(ids):
+            r = self._row.get(doc_id)
+            if r is None:
+                raise self._unknown(doc_id)
+            rows[j] = r
+        return self._rows_vectors(rows)
 
-    def get(self, ids: Sequence[str]) -> list[Hit]:
-        """The documents of ``ids`` (score 0.0); unknown ids raise :class:`StoreError`."""
-        with self._lock:
-            out = []
-            for i in ids:
-                r = self._row.get(str(i))
-                if r is None:
-                    msg = f"id {i!r} is not in the store; check the id or add the document first."
-                    raise StoreError(msg)
-                out.append(Hit(self._ids[r], self._texts[r], 0.0, dict(self._metas[r])))
-            return out
+    def _get(self, ids: list[str], with_vectors: bool) -> dict[str, Hit]:
+        rows = {i: self._row[i] for i in ids if i in self._row}
+        vecs = self._rows_vectors(np.fromiter(rows.values(), dtype=np.int64, count=len(rows))) if with_vectors else None
+        return {
+            doc_id: Hit(doc_id, self._texts[r], 0.0, dict(self._metas[r]), vector=None if vecs is None else vecs[j])
+            for j, (doc_id, r) in enumerate(rows.items())
+        }
 
     def nbytes(self) -> int:
         """Bytes held by the index plus any raw vectors kept beside it (texts not counted)."""
@@ -395,74 +305,67 @@ class FaissStore:
                 size += int(self._vecs.nbytes)
             return size
 
-    def close(self) -> None:
-        """Release nothing: the embedded store holds no connections. Present for the store protocol."""
-
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save atomically into the folder ``path``; the previous save stays loadable until the switch."""
+        """Save atomically into the folder ``path``; the previous save stays loadable until the switch, and
+        concurrent saves to one path serialise (see :mod:`latentrag.versioned`)."""
         root = Path(path)
-        version, tmp = versioned.begin(root)
-        with self._lock:
+        with versioned.writing(root) as (version, tmp), self._lock:
             self._compact()
             self._ensure_trained()
-            files: dict[str, str] = {}
+            files: list[str] = []
             if self._index is not None:
                 faiss.write_index(self._index, str(tmp / "index.faiss"))
-                files["index.faiss"] = ""
+                files.append("index.faiss")
             if self._vecs is not None:
                 with open(tmp / "vectors.npy", "wb") as fh:
                     np.save(fh, np.ascontiguousarray(self._vecs))
-                files["vectors.npy"] = ""
+                files.append("vectors.npy")
             with open(tmp / "docs.jsonl", "w", encoding="utf-8") as fh:
-                for doc_id, text, meta in zip(self._ids, self._texts, self._metas, strict=True):
+                for doc_id, text, meta in zip(self._row_ids, self._texts, self._metas, strict=True):
                     fh.write(json.dumps({"id": doc_id, "text": text, "metadata": meta}, ensure_ascii=False))
                     fh.write("\n")
-            files["docs.jsonl"] = ""
+            files.append("docs.jsonl")
             manifest = {
                 "format_version": FORMAT_VERSION,
-                "kind": "latentrag.FaissStore",
+                "kind": KIND,
                 "encoder": {"name": self.encoder.name, "dim": self.dim},
-                "count": len(self._ids),
+                "count": len(self._row_ids),
                 "index_type": self.index_type,
                 "options": {"hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "pq_m": self.pq_m,
                             "nprobe": self.nprobe},
             }
-        return versioned.commit(root, version, tmp, manifest, files)
+            return versioned.commit(root, version, tmp, manifest, files)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], encoder: Encoder | str | None = None) -> FaissStore:
         """Load a saved store. ``encoder=None`` loads the recorded encoder; another one must match it."""
         root = Path(path)
-        folder = versioned.current(root)
-        if folder is None:
-            msg = f"no saved FaissStore at {str(root)!r} (missing CURRENT); build one with `latentrag index`."
-            raise StoreError(msg)
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text())
-        except (OSError, ValueError) as exc:
-            msg = f"store at {str(root)!r} has an unreadable manifest ({exc}); restore it or rebuild the index."
-            raise StoreCorruptError(msg) from exc
-        if manifest.get("format_version") != FORMAT_VERSION:
-            msg = (
-                f"store at {str(root)!r} has format version {manifest.get('format_version')!r}; this latentrag "
-                f"reads version {FORMAT_VERSION}. Rebuild it with `latentrag index --rebuild`."
-            )
-            raise StoreCorruptError(msg)
-        name = versioned.failed_checksum(folder, manifest)
-        if name is not None:
-            msg = f"store file {name!r} at {str(folder)!r} fails its checksum; restore it or rebuild the index."
-            raise StoreCorruptError(msg)
+        hint = "build one with `latentrag index PATH --store FOLDER` or FaissStore.save(FOLDER)"
+        with versioned.reading(root, kind=KIND, format_version=FORMAT_VERSION, what="FaissStore",
+                               hint=hint) as (folder, manifest):
+            try:
+                return cls._from_folder(root, folder, manifest, encoder)
+            except LatentRagError:
+                raise
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a manifest or file of the wrong shape
+                msg = f"FaissStore at {str(root)!r} could not be read ({type(exc).__name__}: {exc}); rebuild it."
+                raise StoreCorruptError(msg) from exc
+
+    @classmethod
+    def _from_folder(
+        cls, root: Path, folder: Path, manifest: dict[str, Any], encoder: Encoder | str | None
+    ) -> FaissStore:
         enc_info = manifest["encoder"]
         enc = load_encoder(enc_info["name"]) if encoder is None else load_encoder(encoder)
         check_encoder(enc_info["name"], enc_info["dim"], enc, f"the store at {str(root)!r}")
         store = cls(enc, index=manifest["index_type"], **manifest.get("options", {}))
         with open(folder / "docs.jsonl", encoding="utf-8") as fh:
             docs = [json.loads(line) for line in fh]
-        store._ids = [d["id"] for d in docs]
+        store._row_ids = [d["id"] for d in docs]
         store._texts = [d["text"] for d in docs]
         store._metas = [d["metadata"] for d in docs]
-        store._row = {doc_id: r for r, doc_id in enumerate(store._ids)}
+        store._row = {doc_id: r for r, doc_id in enumerate(store._row_ids)}
         store._alive = np.ones(len(docs), dtype=bool)
         store._vecs = np.load(folder / "vectors.npy") if (folder / "vectors.npy").is_file() else None
         if (folder / "index.faiss").is_file():

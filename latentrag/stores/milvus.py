@@ -24,9 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,9 @@ import numpy as np
 
 from latentrag._optional import require
 from latentrag.encoders import Encoder, load_encoder
-from latentrag.errors import DuplicateIdError, InvalidInputError, StoreError, check_positive_int
-from latentrag.stores.base import Filter, check_encoder, check_queries, check_texts_ids, check_upsert_args, vectors_for
+from latentrag.errors import InvalidInputError, StoreError, check_positive_int
+from latentrag.masking import mask_uri
+from latentrag.stores.base import BaseStore, Batch, Filter, check_encoder, matches
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -47,20 +47,9 @@ INDEX_TYPES = ("auto", "HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX")
 MAX_TEXT_BYTES = 65_535
 MAX_ID_BYTES = 512
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-_KEY_RE = re.compile(r"^[A-Za-z0-9_\- .]{1,128}$")
-_URI_SECRET = re.compile(r"(://[^:/?#@]*:)[^@/?#]*@")
 #: Milvus answers at most 16,384 results per search call (``topk``).
 _MAX_K = 16_384
 _BATCH = 1_000
-
-
-def mask_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***``.
-
-    >>> mask_uri("http://root:Milvus@db.example:19530")
-    'http://root:***@db.example:19530'
-    """
-    return _URI_SECRET.sub(r"\1***@", uri)
 
 
 def is_local_uri(uri: str) -> bool:
@@ -68,7 +57,7 @@ def is_local_uri(uri: str) -> bool:
     return "://" not in uri
 
 
-class MilvusStore:
+class MilvusStore(BaseStore):
     """Vectors, texts and JSON metadata by id in a Milvus collection.
 
     ``index="auto"`` builds HNSW (M=16, efConstruction=128, searched with ``ef = max(ef_search, k)``)
@@ -113,7 +102,7 @@ class MilvusStore:
         self.ef_search = check_positive_int("ef_search", ef_search)
         self.timeout = timeout
         self._pymilvus = require("pymilvus", "milvus")
-        self._lock = threading.RLock()
+        super().__init__()
         uri = str(uri)
         if is_local_uri(uri):
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
@@ -161,25 +150,6 @@ class MilvusStore:
             self._client.close()
             raise
 
-    # ----------------------------------------------------------------- construction
-    @classmethod
-    def from_texts(
-        cls,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str] | None = None,
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        uri: str,
-        collection: str = "latentrag_docs",
-        encoder: Encoder | str | None = None,
-        vectors: np.ndarray | None = None,
-        **options: Any,
-    ) -> MilvusStore:
-        """Create (or open) ``collection`` at ``uri`` and add ``texts`` in batches."""
-        store = cls(uri, collection, encoder, **options)
-        store.add(texts, ids=ids, metadatas=metadatas, vectors=vectors)
-        return store
-
     def _ensure_registry(self) -> None:
         dt = self._pymilvus.DataType
         if self._client.has_collection(REGISTRY_COLLECTION):
@@ -222,21 +192,9 @@ class MilvusStore:
                     self.index_type, self.encoder.name)
 
     # ----------------------------------------------------------------- protocol basics
-    @property
-    def dim(self) -> int:
-        return int(self.encoder.dim)
-
-    def __len__(self) -> int:
-        with self._lock:
-            rows = self._client.query(self.collection, filter="", output_fields=["count(*)"])
-        return int(rows[0]["count(*)"]) if rows else 0
-
-    def __contains__(self, doc_id: object) -> bool:
-        return bool(self._existing([str(doc_id)]))
-
     def is_empty(self) -> bool:
         """True when the collection holds no documents (a one-row query, cheaper than ``len()``)."""
-        with self._lock:
+        with self._lock, self._db("count"):
             return not self._client.query(self.collection, filter="", output_fields=["id"], limit=1)
 
     def __repr__(self) -> str:
@@ -245,15 +203,21 @@ class MilvusStore:
             f"encoder={self.encoder.name!r})"
         )
 
-    def __enter__(self) -> MilvusStore:
-        return self
+    def _where(self) -> str:
+        return f"the collection {self.collection!r}"
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @contextmanager
+    def _db(self, what: str) -> Iterator[None]:
+        """Turn a client error into a :class:`StoreError` with the URI's password masked."""
+        try:
+            yield
+        except self._pymilvus.MilvusException as exc:
+            msg = f"Milvus {what} on collection {self.collection!r} at {self.uri_masked} failed: {_clean(exc)}"
+            raise StoreError(msg) from None
 
     def flush(self) -> None:
         """Seal the collection's growing segments (do this before timing searches)."""
-        with self._lock:
+        with self._lock, self._db("flush"):
             self._client.flush(self.collection)
 
     def close(self) -> None:
@@ -263,75 +227,35 @@ class MilvusStore:
 
     def drop(self) -> None:
         """Drop the collection and its registry row (all documents are lost), then close the client."""
-        with self._lock:
+        with self._lock, self._db("drop"):
             self._client.drop_collection(self.collection)
-            self._client.delete(REGISTRY_COLLECTION, ids=[self.collection])
+            self._client.delete(REGISTRY_COLLECTION, filter=f"name == {quote_literal(self.collection)}")
         self.close()
 
-    # ----------------------------------------------------------------- writes
-    def add(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str] | None = None,
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> list[str]:
-        """Add new documents; an id already present raises :class:`DuplicateIdError`."""
-        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
-        if id_list is None:
-            id_list = [uuid.uuid4().hex for _ in texts]
-        if not texts:
-            return []
-        clash = self._existing(id_list)
-        if clash:
-            msg = (
-                f"ids already in the collection {self.collection!r}: {sorted(clash)[:5]}; "
-                f"use upsert() to replace documents."
-            )
-            raise DuplicateIdError(msg)
-        self._write("insert", id_list, texts, metas, vectors_for(self.encoder, texts, vectors))
-        return id_list
+    # ----------------------------------------------------------------- hooks
+    def _count(self) -> int:
+        with self._db("count"):
+            rows = self._client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
 
-    def upsert(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str],
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> list[str]:
-        """Insert or replace documents by id."""
-        texts, id_list, metas = check_upsert_args(texts, ids, metadatas)
-        if not texts:
-            return []
-        self._write("upsert", id_list, texts, metas, vectors_for(self.encoder, texts, vectors))
-        return id_list
+    def _existing(self, ids: list[str]) -> set[str]:
+        return set(self._rows(ids, []))
 
-    def delete(self, ids: Sequence[str]) -> int:
-        """Delete documents by id; unknown ids are ignored. Returns how many were deleted."""
-        if isinstance(ids, str):
-            ids = [ids]
-        present = sorted(self._existing([str(i) for i in ids]))
-        if present:
-            with self._lock:
-                for start in range(0, len(present), _BATCH):
-                    self._client.delete(self.collection, ids=present[start : start + _BATCH])
+    def _add(self, batch: Batch) -> None:
+        self._write("insert", batch)
+
+    def _upsert(self, batch: Batch) -> None:
+        self._write("upsert", batch)
+
+    def _delete(self, ids: list[str]) -> int:
+        present = sorted(self._existing(ids))
+        with self._db("delete"):
+            for start in range(0, len(present), _BATCH):
+                self._client.delete(self.collection, filter=id_in_expr(present[start : start + _BATCH]))
         return len(present)
 
-    def _existing(self, id_list: list[str]) -> set[str]:
-        found: set[str] = set()
-        with self._lock:
-            for start in range(0, len(id_list), _BATCH):
-                rows = self._client.get(self.collection, ids=id_list[start : start + _BATCH], output_fields=["id"])
-                found.update(str(r["id"]) for r in rows)
-        return found
-
-    def _write(self, op: str, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vecs: np.ndarray) -> None:
-        for doc_id, text in zip(ids, texts, strict=True):
-            if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
-                msg = f"id {doc_id[:40]!r}... is longer than Milvus's {MAX_ID_BYTES}-byte key limit; use shorter ids."
-                raise InvalidInputError(msg)
+    def _write(self, op: str, batch: Batch) -> None:
+        for doc_id, text in zip(batch.ids, batch.texts, strict=True):
             if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
                 msg = (
                     f"the text of id {doc_id!r} is {len(text.encode('utf-8'))} bytes, over Milvus's "
@@ -339,30 +263,26 @@ class MilvusStore:
                 )
                 raise InvalidInputError(msg)
         method = getattr(self._client, op)
-        with self._lock:
-            for start in range(0, len(ids), _BATCH):
+        with self._db(op):
+            for start in range(0, len(batch.ids), _BATCH):
                 end = start + _BATCH
                 rows = [
                     {"id": i, "text": t, "metadata": m, "embedding": v}
-                    for i, t, m, v in zip(ids[start:end], texts[start:end], metas[start:end],
-                                          vecs[start:end].tolist(), strict=True)
+                    for i, t, m, v in zip(batch.ids[start:end], batch.texts[start:end], batch.metas[start:end],
+                                          batch.vecs[start:end].tolist(), strict=True)
                 ]
                 method(self.collection, rows)
 
-    # ----------------------------------------------------------------- reads
-    def search(
-        self, queries: np.ndarray, k: int, *, filter: Filter | None = None, with_vectors: bool = False
-    ) -> list[list[Hit]]:
-        """Top-``k`` hits for each row of ``queries`` (shape (n, dim)), best first, in one search call."""
-        k = min(check_positive_int("k", k), _MAX_K)
-        q = check_queries(queries, self.dim)
-        if len(q) == 0:
-            return []
+    def _search(self, q: np.ndarray, k: int, filter: dict[str, Any] | None, with_vectors: bool) -> list[list[Hit]]:
+        """One search call for the batch. The filter expression narrows the search in Milvus; each hit is
+        then re-checked with :func:`~latentrag.stores.base.matches`, whose JSON-typed equality (``True``
+        is not ``1``) Milvus's expressions do not have."""
+        k = min(k, _MAX_K)
         fields = ["text", "metadata", *(["embedding"] if with_vectors else [])]
         params: dict[str, Any] = {"metric_type": "COSINE"}
         if self.index_type == "HNSW":
             params["params"] = {"ef": max(self.ef_search, k)}
-        with self._lock:
+        with self._db("search"):
             result = self._client.search(
                 self.collection, data=q.tolist(), limit=k, filter=filter_expr(filter),
                 output_fields=fields, search_params=params,
@@ -372,42 +292,35 @@ class MilvusStore:
             hits = []
             for h in row_hits:
                 entity = h["entity"]
+                meta = dict(entity["metadata"] or {})
+                if filter and not matches(meta, filter):
+                    continue
                 vec = np.asarray(entity["embedding"], dtype=np.float32) if with_vectors else None
-                hits.append(Hit(str(h["id"]), entity["text"], float(h["distance"]), dict(entity["metadata"] or {}),
-                                vector=vec))
+                hits.append(Hit(str(h["id"]), entity["text"], float(h["distance"]), meta, vector=vec))
             out.append(hits)
         return out
 
-    def vectors(self, ids: Sequence[str]) -> np.ndarray:
-        """The stored vectors of ``ids`` as one float32 array of shape (len(ids), dim)."""
-        rows = self._rows([str(i) for i in ids], ["embedding"])
-        out = np.empty((len(rows), self.dim), dtype=np.float32)
-        for j, row in enumerate(rows):
-            out[j] = row["embedding"]
-        return out
+    def _get(self, ids: list[str], with_vectors: bool) -> dict[str, Hit]:
+        fields = ["text", "metadata", *(["embedding"] if with_vectors else [])]
+        return {
+            doc_id: Hit(doc_id, r["text"], 0.0, dict(r["metadata"] or {}),
+                        vector=np.asarray(r["embedding"], dtype=np.float32) if with_vectors else None)
+            for doc_id, r in self._rows(ids, fields).items()
+        }
 
-    def get(self, ids: Sequence[str]) -> list[Hit]:
-        """The documents of ``ids`` (score 0.0), in the order given; unknown ids raise :class:`StoreError`."""
-        return [Hit(str(r["id"]), r["text"], 0.0, dict(r["metadata"] or {}))
-                for r in self._rows([str(i) for i in ids], ["text", "metadata"])]
-
-    def _rows(self, id_list: list[str], fields: list[str]) -> list[dict[str, Any]]:
+    def _rows(self, id_list: list[str], fields: list[str]) -> dict[str, dict[str, Any]]:
+        """The rows of the ids present, by id, in one query per 1,000 ids (ids escaped, never spliced raw)."""
         found: dict[str, dict[str, Any]] = {}
-        with self._lock:
+        with self._db("read"):
             for start in range(0, len(id_list), _BATCH):
-                for row in self._client.get(self.collection, ids=id_list[start : start + _BATCH],
-                                            output_fields=["id", *fields]):
-                    found[str(row["id"])] = row
-        missing = [i for i in id_list if i not in found]
-        if missing:
-            msg = f"id {missing[0]!r} is not in the collection {self.collection!r}; check the id or add it first."
-            raise StoreError(msg)
-        return [found[i] for i in id_list]
+                rows = self._client.query(self.collection, filter=id_in_expr(id_list[start : start + _BATCH]),
+                                          output_fields=["id", *fields])
+                found.update((str(row["id"]), row) for row in rows)
+        return found
 
-    def ids(self) -> list[str]:
-        """Every id in the collection, sorted."""
+    def _ids(self) -> list[str]:
         out: list[str] = []
-        with self._lock:
+        with self._db("listing"):
             iterator = self._client.query_iterator(self.collection, batch_size=_BATCH, filter="",
                                                    output_fields=["id"])
             try:
@@ -424,31 +337,61 @@ def _clean(exc: BaseException) -> str:
     return mask_uri(text)
 
 
-def filter_expr(filter: Filter | None) -> str:
-    """A Milvus boolean expression over the JSON ``metadata`` field with the semantics of
-    :func:`latentrag.stores.base.matches` (equality; a list value means any of; ``None`` means missing).
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
-    >>> filter_expr({"lang": "en", "year": [2023, 2024]})
-    '(metadata["lang"] == "en") and (metadata["year"] == 2023 or metadata["year"] == 2024)'
+
+def quote_literal(value: str) -> str:
+    """``value`` as a double-quoted Milvus string literal: backslash, quote, newline, carriage return
+    and tab escaped, other characters (``é``, ``'``) as they are. Other control characters are rejected,
+    so no value can end the literal early and change the expression.
+
+    >>> print(quote_literal("zz'] or id not in ['zz"), quote_literal('say "hi"'))
+    "zz'] or id not in ['zz" "say \\"hi\\""
+    """
+    out = ['"']
+    for ch in value:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 32 or ord(ch) == 127:
+            msg = f"Milvus expressions cannot hold the control character {ch!r} (in {value[:60]!r}); remove it."
+            raise InvalidInputError(msg)
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def id_in_expr(ids: list[str]) -> str:
+    """``id in ["...", ...]`` with every id escaped by :func:`quote_literal`."""
+    return "id in [" + ", ".join(quote_literal(i) for i in ids) + "]"
+
+
+def filter_expr(filter: Filter | None) -> str:
+    """A Milvus boolean expression over the JSON ``metadata`` field that narrows a search to (a superset
+    of) what :func:`latentrag.stores.base.matches` accepts: equality, a list value means any of, ``None``
+    means missing. Keys and string values are escaped with :func:`quote_literal`.
+
+    >>> filter_expr({"lang": "café", "year": [2023, 2024]})
+    '(metadata["lang"] == "café") and (metadata["year"] == 2023 or metadata["year"] == 2024)'
     """
     if not filter:
         return ""
     clauses = []
     for key, want in filter.items():
-        if not isinstance(key, str) or not _KEY_RE.match(key):
-            msg = f"filter keys must be metadata field names of letters, digits, '_', '-', '.' or ' ', got {key!r}."
-            raise InvalidInputError(msg)
-        path = f"metadata[{json.dumps(key)}]"
+        path = f"metadata[{quote_literal(str(key))}]"
         values = list(want) if isinstance(want, (list, tuple, set, frozenset)) else [want]
         parts = []
         for value in values:
             if value is None:
                 parts.append(f"not exists {path}")
-            elif isinstance(value, (str, bool, int, float)):
-                literal = json.dumps(value) if not isinstance(value, bool) else ("true" if value else "false")
-                parts.append(f"{path} == {literal}")
+            elif isinstance(value, bool):
+                parts.append(f"{path} == {'true' if value else 'false'}")
+            elif isinstance(value, (int, float)):
+                parts.append(f"{path} == {value!r}")
+            elif isinstance(value, str):
+                parts.append(f"{path} == {quote_literal(value)}")
             else:
-                msg = f"filter value for {key!r} must be a str, number, bool or None on Milvus, got {value!r}."
+                msg = f"filter value for {key!r} must be a str, number, bool or None, got {value!r}."
                 raise InvalidInputError(msg)
         clauses.append("(" + (" or ".join(parts) if parts else "false") + ")")
     return " and ".join(clauses)

@@ -24,9 +24,9 @@ import json
 import logging
 import re
 import struct
-import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,8 @@ import numpy as np
 from latentrag._optional import require
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import DuplicateIdError, InvalidInputError, StoreError, check_positive_int
-from latentrag.stores.base import Filter, check_encoder, check_queries, check_texts_ids, check_upsert_args, vectors_for
+from latentrag.masking import mask_dsn
+from latentrag.stores.base import BaseStore, Batch, Filter, check_encoder
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -47,24 +48,9 @@ _MAX_EF_SEARCH = 1000
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
-_URI_PASSWORD = re.compile(r"(^[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@]*:)[^@/?#]*@")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
-def mask_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***`` (URI and ``key=value`` forms).
-
-    >>> mask_dsn("postgresql://alice:s3cret@db.example:5432/rag")
-    'postgresql://alice:***@db.example:5432/rag'
-    >>> mask_dsn("host=db user=alice password='s3 cret' dbname=rag")
-    'host=db user=alice password=*** dbname=rag'
-    """
-    masked = _URI_PASSWORD.sub(lambda m: m.group(1) + "***@", dsn)
-    masked = _KV_PASSWORD.sub(lambda m: m.group(1) + "***", masked)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
-
-
-class PgVectorStore:
+class PgVectorStore(BaseStore):
     """Vectors, texts and jsonb metadata by id in a PostgreSQL table, searched with pgvector HNSW.
 
     ``dsn`` is any libpq connection string or URI (``postgresql://user@host/db``, or the Unix-socket
@@ -114,7 +100,7 @@ class PgVectorStore:
         self.dsn_masked = mask_dsn(dsn)
         self._psycopg = require("psycopg", "pgvector")
         self._sql = require("psycopg.sql", "pgvector")
-        self._lock = threading.RLock()
+        super().__init__()
         self._ident = self._sql.Identifier(*table.split("."))
         self._index_ident = self._sql.Identifier(f"{table.split('.')[-1]}_embedding_idx")
         self._session_ef = 0
@@ -149,26 +135,6 @@ class PgVectorStore:
             self._conn.close()
             raise
 
-    # ----------------------------------------------------------------- construction
-    @classmethod
-    def from_texts(
-        cls,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str] | None = None,
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        dsn: str,
-        table: str = "latentrag_docs",
-        encoder: Encoder | str | None = None,
-        index: str = "hnsw",
-        vectors: np.ndarray | None = None,
-        **options: Any,
-    ) -> PgVectorStore:
-        """Create (or open) ``table`` at ``dsn`` and add ``texts`` with one binary COPY."""
-        store = cls(dsn, table, encoder, index=index, **options)
-        store.add(texts, ids=ids, metadatas=metadatas, vectors=vectors)
-        return store
-
     def _ensure_extension(self) -> None:
         with self._lock:
             try:
@@ -198,7 +164,8 @@ class PgVectorStore:
             ).fetchone()
             if row is not None:
                 return str(row[0]), int(row[1]), str(row[2]), dict(row[3] or {})
-            exists = self._conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.table,)).fetchone()
+            quoted = self._ident.as_string(self._conn)  # case-exact, as the table is created
+            exists = self._conn.execute("SELECT to_regclass(%s) IS NOT NULL", (quoted,)).fetchone()
         if exists and exists[0]:
             msg = (
                 f"table {self.table!r} at {self.dsn_masked} exists but was not created by latentrag (it has no "
@@ -209,7 +176,7 @@ class PgVectorStore:
 
     def _create_table(self) -> None:
         sql = self._sql
-        with self._lock, self._conn.transaction():
+        with self._lock, self._db("create"), self._conn.transaction():
             self._conn.execute(
                 sql.SQL(
                     "CREATE TABLE {} (id text PRIMARY KEY, text text NOT NULL,"
@@ -250,33 +217,26 @@ class PgVectorStore:
             self._session_ef = ef
 
     # ----------------------------------------------------------------- protocol basics
-    @property
-    def dim(self) -> int:
-        return int(self.encoder.dim)
-
-    def __len__(self) -> int:
-        with self._lock:
-            row = self._conn.execute(self._sql.SQL("SELECT count(*) FROM {}").format(self._ident)).fetchone()
-        return int(row[0]) if row else 0
-
-    def __contains__(self, doc_id: object) -> bool:
-        with self._lock:
-            row = self._conn.execute(
-                self._sql.SQL("SELECT 1 FROM {} WHERE id = %s").format(self._ident), (str(doc_id),)
-            ).fetchone()
-        return row is not None
-
     def __repr__(self) -> str:
         return (
             f"PgVectorStore(dsn={self.dsn_masked!r}, table={self.table!r}, index={self.index_type!r}, "
             f"encoder={self.encoder.name!r})"
         )
 
-    def __enter__(self) -> PgVectorStore:
-        return self
+    def _where(self) -> str:
+        return f"the table {self.table!r}"
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @contextmanager
+    def _db(self, what: str) -> Iterator[None]:
+        """Turn a driver error into a :class:`StoreError` with the DSN's password masked."""
+        try:
+            yield
+        except self._psycopg.errors.UniqueViolation:
+            msg = f"ids already in the table {self.table!r}; use upsert() to replace documents."
+            raise DuplicateIdError(msg) from None
+        except self._psycopg.Error as exc:
+            msg = f"PostgreSQL {what} on table {self.table!r} at {self.dsn_masked} failed: {_clean(exc)}"
+            raise StoreError(msg) from None
 
     def close(self) -> None:
         """Close the connection; the data stays in PostgreSQL."""
@@ -285,7 +245,7 @@ class PgVectorStore:
 
     def drop(self) -> None:
         """Drop the table and its registry row (all documents are lost), then close the connection."""
-        with self._lock, self._conn.transaction():
+        with self._lock, self._db("drop"), self._conn.transaction():
             self._conn.execute(self._sql.SQL("DROP TABLE IF EXISTS {}").format(self._ident))
             self._conn.execute(
                 self._sql.SQL("DELETE FROM {} WHERE name = %s").format(self._sql.Identifier(REGISTRY_TABLE)),
@@ -293,63 +253,56 @@ class PgVectorStore:
             )
         self.close()
 
-    # ----------------------------------------------------------------- writes
-    def add(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str] | None = None,
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> list[str]:
-        """Add new documents with one binary COPY; an id already present raises :class:`DuplicateIdError`.
+    def is_empty(self) -> bool:
+        """True when the table holds no rows (one ``EXISTS`` probe, cheaper than ``len()``)."""
+        with self._lock, self._db("count"):
+            return self._is_empty()
 
-        Into an empty table with an HNSW index, a batch of at least ``bulk_index_threshold`` rows
-        is copied first and indexed afterwards (pgvector builds the graph much faster that way).
-        """
-        texts, id_list, metas = check_texts_ids(texts, ids, metadatas)
-        if id_list is None:
-            id_list = [uuid.uuid4().hex for _ in texts]
-        if not texts:
-            return []
-        self._raise_on_clash(id_list)
-        vecs = vectors_for(self.encoder, texts, vectors)
+    def _is_empty(self) -> bool:
+        row = self._conn.execute(self._sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(self._ident)).fetchone()
+        return bool(row and row[0])
+
+    # ----------------------------------------------------------------- hooks
+    def _count(self) -> int:
+        with self._db("count"):
+            row = self._conn.execute(self._sql.SQL("SELECT count(*) FROM {}").format(self._ident)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _existing(self, ids: list[str]) -> set[str]:
+        with self._db("lookup"):
+            rows = self._conn.execute(
+                self._sql.SQL("SELECT id FROM {} WHERE id = ANY(%s)").format(self._ident), (ids,)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def _ids(self) -> list[str]:
+        with self._db("listing"):
+            rows = self._conn.execute(self._sql.SQL("SELECT id FROM {} ORDER BY id").format(self._ident)).fetchall()
+        return [r[0] for r in rows]
+
+    def _add(self, batch: Batch) -> None:
+        """One binary COPY. Into an empty table with an HNSW index, a batch of at least
+        ``bulk_index_threshold`` rows is copied first and indexed afterwards (pgvector builds faster so)."""
         sql = self._sql
-        with self._lock, self._conn.transaction():
+        with self._db("insert"), self._conn.transaction():
             rebuild = (
-                self.index_type == "hnsw" and len(texts) >= self.bulk_index_threshold and self._is_empty()
+                self.index_type == "hnsw" and len(batch.ids) >= self.bulk_index_threshold and self._is_empty()
             )
             if rebuild:
                 self._conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(self._qualified_index()))
-            try:
-                self._copy_rows(self._ident, id_list, texts, metas, vecs)
-            except self._psycopg.errors.UniqueViolation:
-                msg = f"ids already in the table {self.table!r}; use upsert() to replace documents."
-                raise DuplicateIdError(msg) from None
+            self._copy_rows(self._ident, batch)
             if rebuild:
                 self._create_index()
-        return id_list
 
-    def upsert(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str],
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        vectors: np.ndarray | None = None,
-    ) -> list[str]:
-        """Insert or replace documents by id (binary COPY into a staging table, then one INSERT ... ON CONFLICT)."""
-        texts, id_list, metas = check_upsert_args(texts, ids, metadatas)
-        if not texts:
-            return []
-        vecs = vectors_for(self.encoder, texts, vectors)
+    def _upsert(self, batch: Batch) -> None:
+        """Binary COPY into a staging table, then one INSERT ... ON CONFLICT."""
         sql = self._sql
         stage = sql.Identifier(f"_latentrag_stage_{uuid.uuid4().hex[:12]}")
-        with self._lock, self._conn.transaction():
+        with self._db("upsert"), self._conn.transaction():
             self._conn.execute(
                 sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(stage, self._ident)
             )
-            self._copy_rows(stage, id_list, texts, metas, vecs)
+            self._copy_rows(stage, batch)
             self._conn.execute(
                 sql.SQL(
                     "INSERT INTO {} (id, text, metadata, embedding) SELECT id, text, metadata, embedding FROM {}"
@@ -357,60 +310,24 @@ class PgVectorStore:
                     " embedding = EXCLUDED.embedding"
                 ).format(self._ident, stage)
             )
-        return id_list
 
-    def delete(self, ids: Sequence[str]) -> int:
-        """Delete documents by id; unknown ids are ignored. Returns how many were deleted."""
-        if isinstance(ids, str):
-            ids = [ids]
-        id_list = [str(i) for i in ids]
-        if not id_list:
-            return 0
-        with self._lock:
-            cur = self._conn.execute(
-                self._sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._ident), (id_list,)
-            )
-            return int(cur.rowcount)
+    def _delete(self, ids: list[str]) -> int:
+        with self._db("delete"):
+            cur = self._conn.execute(self._sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._ident), (ids,))
+        return int(cur.rowcount)
 
     def _qualified_index(self) -> Any:
         parts = self.table.split(".")
         return self._sql.Identifier(*parts[:-1], f"{parts[-1]}_embedding_idx")
 
-    def is_empty(self) -> bool:
-        """True when the table holds no rows (one ``EXISTS`` probe, cheaper than ``len()``)."""
-        with self._lock:
-            return self._is_empty()
-
-    def _is_empty(self) -> bool:
-        row = self._conn.execute(self._sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(self._ident)).fetchone()
-        return bool(row and row[0])
-
-    def _raise_on_clash(self, id_list: list[str]) -> None:
-        with self._lock:
-            rows = self._conn.execute(
-                self._sql.SQL("SELECT id FROM {} WHERE id = ANY(%s) LIMIT 5").format(self._ident), (id_list,)
-            ).fetchall()
-        if rows:
-            msg = f"ids already in the table {self.table!r}: {[r[0] for r in rows]}; use upsert() to replace documents."
-            raise DuplicateIdError(msg)
-
-    def _copy_rows(
-        self, target: Any, ids: list[str], texts: list[str], metas: list[dict[str, Any]], vecs: np.ndarray
-    ) -> None:
+    def _copy_rows(self, target: Any, batch: Batch) -> None:
         statement = self._sql.SQL("COPY {} (id, text, metadata, embedding) FROM STDIN (FORMAT BINARY)").format(target)
         with self._conn.cursor() as cur, cur.copy(statement) as copy:
-            for chunk in _binary_copy_chunks(ids, texts, metas, vecs):
+            for chunk in _binary_copy_chunks(batch.ids, batch.texts, batch.metas, batch.vecs):
                 copy.write(chunk)
 
-    # ----------------------------------------------------------------- reads
-    def search(
-        self, queries: np.ndarray, k: int, *, filter: Filter | None = None, with_vectors: bool = False
-    ) -> list[list[Hit]]:
-        """Top-``k`` hits for each row of ``queries`` (shape (n, dim)), best first, in one SQL round trip."""
-        k = check_positive_int("k", k)
-        q = check_queries(queries, self.dim)
-        if len(q) == 0:
-            return []
+    def _search(self, q: np.ndarray, k: int, filter: dict[str, Any] | None, with_vectors: bool) -> list[list[Hit]]:
+        """One SQL round trip for the whole batch of queries."""
         sql = self._sql
         where, params = _filter_sql(sql, filter)
         statement = sql.SQL(
@@ -425,7 +342,7 @@ class PgVectorStore:
             where=where,
             k=sql.Literal(k),
         )
-        with self._lock:
+        with self._db("search"):
             self._set_ef(k)
             with self._conn.cursor(binary=True) as cur:
                 rows = cur.execute(statement, [[_vector_literal(v) for v in q], *params]).fetchall()
@@ -435,49 +352,32 @@ class PgVectorStore:
             out[int(row[0]) - 1].append(Hit(row[1], row[2], 1.0 - float(row[4]), dict(row[3] or {}), vector=vec))
         return out
 
-    def vectors(self, ids: Sequence[str]) -> np.ndarray:
-        """The stored vectors of ``ids`` as one float32 array of shape (len(ids), dim), in one query."""
-        id_list = [str(i) for i in ids]
-        if not id_list:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock, self._conn.cursor(binary=True) as cur:
+    def _get(self, ids: list[str], with_vectors: bool) -> dict[str, Hit]:
+        """One query (texts and vectors read together, so they always belong to each other)."""
+        sql = self._sql
+        columns = sql.SQL("id, text, metadata, embedding" if with_vectors else "id, text, metadata")
+        with self._db("read"), self._conn.cursor(binary=True) as cur:
             rows = cur.execute(
-                self._sql.SQL("SELECT id, embedding FROM {} WHERE id = ANY(%s)").format(self._ident), (id_list,)
+                sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(columns, self._ident), (ids,)
+            ).fetchall()
+        return {
+            r[0]: Hit(r[0], r[1], 0.0, dict(r[2] or {}), vector=_decode_vector(r[3]) if with_vectors else None)
+            for r in rows
+        }
+
+    def _vectors(self, ids: list[str]) -> np.ndarray:
+        with self._db("read"), self._conn.cursor(binary=True) as cur:
+            rows = cur.execute(
+                self._sql.SQL("SELECT id, embedding FROM {} WHERE id = ANY(%s)").format(self._ident), (ids,)
             ).fetchall()
         found = {r[0]: r[1] for r in rows}
-        out = np.empty((len(id_list), self.dim), dtype=np.float32)
-        for j, doc_id in enumerate(id_list):
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for j, doc_id in enumerate(ids):
             raw = found.get(doc_id)
             if raw is None:
-                msg = f"id {doc_id!r} is not in the table {self.table!r}; check the id or add the document first."
-                raise StoreError(msg)
+                raise self._unknown(doc_id)
             out[j] = _decode_vector(raw)
         return out
-
-    def get(self, ids: Sequence[str]) -> list[Hit]:
-        """The documents of ``ids`` (score 0.0), in the order given; unknown ids raise :class:`StoreError`."""
-        id_list = [str(i) for i in ids]
-        if not id_list:
-            return []
-        with self._lock:
-            rows = self._conn.execute(
-                self._sql.SQL("SELECT id, text, metadata FROM {} WHERE id = ANY(%s)").format(self._ident), (id_list,)
-            ).fetchall()
-        found = {r[0]: r for r in rows}
-        out = []
-        for doc_id in id_list:
-            row = found.get(doc_id)
-            if row is None:
-                msg = f"id {doc_id!r} is not in the table {self.table!r}; check the id or add the document first."
-                raise StoreError(msg)
-            out.append(Hit(row[0], row[1], 0.0, dict(row[2] or {})))
-        return out
-
-    def ids(self) -> list[str]:
-        """Every id in the table, sorted."""
-        with self._lock:
-            rows = self._conn.execute(self._sql.SQL("SELECT id FROM {} ORDER BY id").format(self._ident)).fetchall()
-        return [r[0] for r in rows]
 
 
 # --------------------------------------------------------------------- helpers
