@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from latentrag.errors import InvalidInputError, ModelLoadError, check_positive_int
+from latentrag.validate import check_str_list
 
 logger = logging.getLogger(__name__)
 
@@ -156,12 +157,7 @@ def _check_texts(texts: Sequence[str], method: str) -> list[str]:
     if isinstance(texts, str):
         msg = f"{method}() takes a list of texts, got a single str ({texts!r:.60}); wrap it in a list."
         raise InvalidInputError(msg)
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            msg = f"texts[{i}] must be a str, got {type(t).__name__}; convert it to text before encoding."
-            raise InvalidInputError(msg)
-    return texts
+    return check_str_list("texts", texts, storable=False)
 
 
 def pool_chunks(states: np.ndarray, chunks: int) -> np.ndarray:

@@ -87,3 +87,30 @@ def _shows(text: str, password: str) -> bool:
 def _rebuild(parsed: dict[str, Any]) -> str:
     """The DSN as ``key=value`` pairs with the password masked (used when the text form could leak)."""
     return " ".join(f"{k}={MASK if 'password' in k else v}" for k, v in parsed.items())
+
+
+def secrets_of(dsn: str) -> list[str]:
+    """The password-like values in ``dsn`` (by the driver's parser where installed, and by user-info),
+    longest first, for :func:`redact`."""
+    found: set[str] = set()
+    text = str(dsn)
+    head = _SCHEME.match(text)
+    end = text.rfind("@")
+    if head is not None and end > head.end() and ":" in text[head.end() : end]:
+        found.add(text[head.end() : end].split(":", 1)[1])
+    for key, value in (_driver_parse(text) or {}).items():
+        if "password" in key and value:
+            found.add(str(value))
+    for match in _QUERY_PASSWORD.finditer(text):
+        found.add(text[match.end() :].split("&", 1)[0])
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` (an error message, say) with every form of ``secrets`` replaced by ``***``, then masked
+    by :func:`mask_uri`: a driver that echoes a mangled DSN still shows no password."""
+    out = str(text)
+    for secret in secrets:
+        for form in {secret, quote(secret, safe=""), quote(secret)}:
+            out = out.replace(form, MASK)
+    return mask_uri(out)

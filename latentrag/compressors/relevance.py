@@ -33,6 +33,7 @@ from latentrag.compressors.base import BaseCompressor
 from latentrag.encoders import Encoder, default_encoder, load_encoder
 from latentrag.errors import InvalidInputError, ModelLoadError, check_positive_int
 from latentrag.types import Hit
+from latentrag.validate import check_str_list
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models" / "weights" / "relevance"
 SCORES = ("reranker", "cosine")
@@ -161,6 +162,7 @@ class RelevanceFilter(BaseCompressor):
 
         ``n_dirs=0`` fits a global Platt map (no query conditioning, no encoder needed).
         """
+        queries = check_str_list("queries", queries, storable=False)
         cal = fit_calibration(queries, scores, labels, score=score, n_dirs=n_dirs, l2=l2, encoder=encoder)
         return cls(calibration=cal, score=score, min_k=min_k, max_k=max_k, encoder=encoder)
 

@@ -32,6 +32,7 @@ from latentrag.encoders import Encoder, default_encoder, load_encoder
 from latentrag.errors import InvalidInputError, check_positive_int, check_query
 from latentrag.models.cross_encoder import LoadedCrossEncoder, fuse_scores, load_cross_encoder, logits_to_scores
 from latentrag.types import Hit
+from latentrag.validate import check_str_list
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +100,11 @@ class CrossEncoderReranker(BaseCompressor):
         ``vectors`` optionally gives each passage's bi-encoder embedding, reused by the shipped model.
         """
         check_query(query)
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                msg = f"texts[{i}] must be a str, got {type(t).__name__}."
-                raise InvalidInputError(msg)
+        texts = check_str_list("texts", texts, storable=False)
+        if vectors is not None and (isinstance(vectors, (str, bytes)) or len(vectors) != len(texts)):
+            n = "a str" if isinstance(vectors, (str, bytes)) else f"{len(vectors)} entries"
+            msg = f"vectors has {n} but texts has {len(texts)}; give one vector (or None) per text."
+            raise InvalidInputError(msg)
         if not texts:
             return []
         return [float(x) for x in self._scores(query, texts, vectors)[0]]
@@ -111,7 +112,7 @@ class CrossEncoderReranker(BaseCompressor):
     def logits(self, query: str, texts: Sequence[str]) -> list[float]:
         """The cross-encoder's raw relevance logits (comparable across queries), in the given order."""
         check_query(query)
-        texts = list(texts)
+        texts = check_str_list("texts", texts, storable=False)
         return [float(x) for x in self._logits(query, texts)] if texts else []
 
     def _scores(self, query: str, texts: list[str],

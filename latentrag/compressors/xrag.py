@@ -39,6 +39,7 @@ from latentrag.models.projector import Projector, shipped_dir, shipped_tokens_pe
 from latentrag.models.xrag_prompt import embed_batch, prompt_ids, slot_marker, user_message
 from latentrag.tokens import count_tokens
 from latentrag.types import Hit
+from latentrag.validate import check_str_list
 
 MODES = ("xrag", "text", "none")
 #: Text passages are cut to this many LM tokens in ``text`` mode (a window like the encoder's).
@@ -171,7 +172,7 @@ class XRAGReader:
         if mode not in MODES:
             msg = f"mode must be one of {list(MODES)}, got {mode!r}."
             raise InvalidInputError(msg)
-        passages = list(passages or [])
+        passages = check_passages(passages)
         with self._tok_lock:
             if mode == "text" and passages:
                 ids = prompt_ids(self.lm.tokenizer, user_message(question, [self._clip(_text(p)) for p in passages]))
@@ -228,8 +229,10 @@ class XRAGReader:
     def answer_batch(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], mode: str = "xrag",
                      max_new_tokens: int = 32, batch_size: int = 8) -> list[Answer]:
         """Answers for several questions (one passage list each), generated ``batch_size`` at a time."""
-        if len(questions) != len(passages):
-            msg = f"got {len(questions)} questions but {len(passages)} passage lists; give one list per question."
+        questions = check_str_list("questions", questions, storable=False)
+        if isinstance(passages, (str, bytes)) or len(questions) != len(passages):
+            n = "a str" if isinstance(passages, (str, bytes)) else f"{len(passages)} passage lists"
+            msg = f"got {len(questions)} questions but {n}; give one list of passages per question."
             raise InvalidInputError(msg)
         check_positive_int("max_new_tokens", max_new_tokens)
         out: list[Answer] = []
@@ -357,6 +360,21 @@ def _text(p: Passage) -> str:
         return p
     msg = f"passages must be strings or latentrag.Hit objects, got {type(p).__name__}."
     raise InvalidInputError(msg)
+
+
+def check_passages(passages: Any) -> list[Passage]:
+    """A list of passages (strings or hits); a bare ``str`` is rejected, it would be read character by character."""
+    if passages is None:
+        return []
+    if isinstance(passages, (str, bytes)):
+        msg = f"passages must be a list of strings or Hits, got a single str {passages!r:.60}; wrap it in a list."
+        raise InvalidInputError(msg)
+    items = list(passages)
+    for i, p in enumerate(items):
+        if not isinstance(p, (str, Hit)):
+            msg = f"passages[{i}] must be a str or a latentrag.Hit, got {type(p).__name__}."
+            raise InvalidInputError(msg)
+    return items
 
 
 def passage_vectors(passages: Sequence[Passage], encoder: Encoder) -> np.ndarray:

@@ -335,11 +335,14 @@ class _LlamaIndexBackend(_Backend):
         ops = self._types.FilterOperator
         parts = []
         for key, want in filter.items():
-            if isinstance(want, (list, tuple, set, frozenset)):
-                parts.append(self._types.MetadataFilter(key=key, value=list(want), operator=ops.IN))
+            values = list(want) if isinstance(want, (list, tuple, set, frozenset)) else [want]
+            if not values or any(v is None or isinstance(v, bool) for v in values):
+                continue  # LlamaIndex filters cannot say "missing" or "a bool": matches() checks these hits
+            if len(values) > 1 or want is not values[0]:
+                parts.append(self._types.MetadataFilter(key=key, value=values, operator=ops.IN))
             else:
                 parts.append(self._types.MetadataFilter(key=key, value=want, operator=ops.EQ))
-        return self._types.MetadataFilters(filters=parts)
+        return self._types.MetadataFilters(filters=parts) if parts else None
 
     def _doc(self, node: Any) -> _Doc:
         vector = node.embedding

@@ -33,7 +33,7 @@ from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from pydantic import ConfigDict  # noqa: E402
 
-from latentrag.errors import check_positive_int  # noqa: E402
+from latentrag.errors import InvalidInputError, check_positive_int  # noqa: E402
 from latentrag.types import Hit  # noqa: E402
 
 #: Names provided by feature modules, imported on first access.
@@ -63,6 +63,12 @@ def hit_to_document(hit: Hit) -> Document:
 
 def document_to_hit(doc: Document, position: int) -> Hit:
     """A ``Hit`` for ``doc``; documents without an id get ``"doc-<position>"``."""
+    if not isinstance(doc, Document):
+        msg = (
+            f"documents[{position}] must be a langchain_core Document, got {type(doc).__name__} "
+            f"({str(doc)[:60]!r}); wrap text as Document(page_content=...)."
+        )
+        raise InvalidInputError(msg)
     score = doc.metadata.get("score", 0.0)
     score = float(score) if isinstance(score, (int, float)) else 0.0
     return Hit(doc.id if doc.id is not None else f"doc-{position}", doc.page_content, score, dict(doc.metadata))

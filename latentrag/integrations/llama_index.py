@@ -29,6 +29,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: 
 from llama_index.core.retrievers import BaseRetriever  # noqa: E402
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
+from latentrag.errors import InvalidInputError  # noqa: E402
 from latentrag.types import Hit  # noqa: E402
 
 dispatcher = instrument.get_dispatcher(__name__)
@@ -58,6 +59,10 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
 
 
 def node_to_hit(node: NodeWithScore) -> Hit:
+    """A ``Hit`` for a LlamaIndex ``NodeWithScore`` (id, content, score and metadata kept)."""
+    if not isinstance(node, NodeWithScore):
+        msg = f"nodes must be LlamaIndex NodeWithScore objects, got {type(node).__name__} ({str(node)[:60]!r})."
+        raise InvalidInputError(msg)
     return Hit(node.node.node_id, node.node.get_content(), node.score or 0.0, dict(node.node.metadata))
 
 

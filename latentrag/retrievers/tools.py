@@ -335,7 +335,7 @@ class ToolRetriever(BaseRetriever):
     def select_names(self, query: str, k: int | None = None, *, history: Sequence[str] | None = None) -> list[str]:
         """Tool names chosen by :meth:`select`."""
         k_ = self._k(k)
-        turns = [] if history is None else check_str_list("history", history)
+        turns = [] if history is None else check_str_list("history", history, storable=False)
         names = [h.id for h in self.retrieve(query, k_)]
         if turns and self.keep_turns:
             recent = [check_query(h) for h in turns[-self.keep_turns :]]

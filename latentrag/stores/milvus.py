@@ -34,7 +34,7 @@ import numpy as np
 from latentrag._optional import require
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import InvalidInputError, StoreError, check_positive_int
-from latentrag.masking import mask_uri
+from latentrag.masking import mask_uri, redact, secrets_of
 from latentrag.stores.base import BaseStore, Batch, Filter, check_encoder, matches
 from latentrag.types import Hit
 
@@ -97,6 +97,7 @@ class MilvusStore(BaseStore):
             raise InvalidInputError(msg)
         self.collection = collection
         self.uri_masked = mask_uri(str(uri))
+        self._secrets = secrets_of(str(uri)) + ([str(token)] if token else [])
         self.hnsw_m = check_positive_int("hnsw_m", hnsw_m)
         self.ef_construction = check_positive_int("ef_construction", ef_construction)
         self.ef_search = check_positive_int("ef_search", ef_search)
@@ -110,7 +111,7 @@ class MilvusStore(BaseStore):
             self._client = self._pymilvus.MilvusClient(uri=uri, token=token, db_name=db_name, timeout=timeout)
         except Exception as exc:  # pymilvus raises several unrelated types on connect
             msg = (
-                f"could not connect to Milvus at {self.uri_masked}: {_clean(exc)}; "
+                f"could not connect to Milvus at {self.uri_masked}: {_clean(exc, self._secrets)}; "
                 f"check the URI and that the server runs."
             )
             raise StoreError(msg) from None
@@ -212,7 +213,8 @@ class MilvusStore(BaseStore):
         try:
             yield
         except self._pymilvus.MilvusException as exc:
-            msg = f"Milvus {what} on collection {self.collection!r} at {self.uri_masked} failed: {_clean(exc)}"
+            reason = _clean(exc, self._secrets)
+            msg = f"Milvus {what} on collection {self.collection!r} at {self.uri_masked} failed: {reason}"
             raise StoreError(msg) from None
 
     def flush(self) -> None:
@@ -332,9 +334,10 @@ class MilvusStore(BaseStore):
 
 
 # --------------------------------------------------------------------- helpers
-def _clean(exc: BaseException) -> str:
+def _clean(exc: BaseException, secrets: list[str]) -> str:
+    """An exception's first line with every secret of the connection string masked."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return mask_uri(text)
+    return redact(text, secrets)
 
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}

@@ -34,7 +34,7 @@ import numpy as np
 from latentrag._optional import require
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import DuplicateIdError, InvalidInputError, StoreError, check_positive_int
-from latentrag.masking import mask_dsn
+from latentrag.masking import mask_dsn, redact, secrets_of
 from latentrag.stores.base import BaseStore, Batch, Filter, check_encoder
 from latentrag.types import Hit
 
@@ -98,6 +98,7 @@ class PgVectorStore(BaseStore):
         self.bulk_index_threshold = check_positive_int("bulk_index_threshold", bulk_index_threshold)
         self.table = table
         self.dsn_masked = mask_dsn(dsn)
+        self._secrets = secrets_of(dsn)
         self._psycopg = require("psycopg", "pgvector")
         self._sql = require("psycopg.sql", "pgvector")
         super().__init__()
@@ -107,7 +108,10 @@ class PgVectorStore(BaseStore):
         try:
             self._conn = self._psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
         except self._psycopg.Error as exc:
-            msg = f"could not connect to PostgreSQL at {self.dsn_masked}: {_clean(exc)}; check the DSN and server."
+            msg = (
+                f"could not connect to PostgreSQL at {self.dsn_masked}: {_clean(exc, self._secrets)}; "
+                "check the DSN and server."
+            )
             raise StoreError(msg) from None
         logger.info("connected to PostgreSQL at %s (table %s)", self.dsn_masked, table)
         try:
@@ -142,7 +146,7 @@ class PgVectorStore(BaseStore):
             except self._psycopg.Error as exc:
                 msg = (
                     f"the PostgreSQL server at {self.dsn_masked} cannot enable the 'vector' extension "
-                    f"({_clean(exc)}); install pgvector >= 0.8 on the server and run "
+                    f"({_clean(exc, self._secrets)}); install pgvector >= 0.8 on the server and run "
                     f"`CREATE EXTENSION vector` as a superuser."
                 )
                 raise StoreError(msg) from None
@@ -235,7 +239,8 @@ class PgVectorStore(BaseStore):
             msg = f"ids already in the table {self.table!r}; use upsert() to replace documents."
             raise DuplicateIdError(msg) from None
         except self._psycopg.Error as exc:
-            msg = f"PostgreSQL {what} on table {self.table!r} at {self.dsn_masked} failed: {_clean(exc)}"
+            reason = _clean(exc, self._secrets)
+            msg = f"PostgreSQL {what} on table {self.table!r} at {self.dsn_masked} failed: {reason}"
             raise StoreError(msg) from None
 
     def close(self) -> None:
@@ -381,10 +386,10 @@ class PgVectorStore(BaseStore):
 
 
 # --------------------------------------------------------------------- helpers
-def _clean(exc: BaseException) -> str:
-    """An exception's first line with any DSN password masked."""
+def _clean(exc: BaseException, secrets: list[str]) -> str:
+    """An exception's first line with every secret of the connection string masked."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return mask_dsn(text)
+    return redact(text, secrets)
 
 
 def _vector_literal(row: np.ndarray) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from latentrag.errors import InvalidInputError
 
@@ -38,12 +38,11 @@ def parse_store_uri(spec: str) -> tuple[str, dict[str, Any]]:
     """
     if "://" not in spec:
         return "milvus", {"uri": spec, "collection": DEFAULT_NAME, "token": os.environ.get("MILVUS_TOKEN", "")}
+    scheme = spec.split("://", 1)[0].lower()
+    if scheme in PG_SCHEMES:
+        return "pgvector", _split_table(spec)
     parts = urlsplit(spec)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    if parts.scheme in PG_SCHEMES:
-        table = next((v for k, v in query if k == "table"), DEFAULT_NAME)
-        rest = urlencode([(k, v) for k, v in query if k != "table"])
-        return "pgvector", {"dsn": urlunsplit(parts._replace(query=rest)), "table": table}
     if parts.scheme in MILVUS_SCHEMES:
         collection = next((v for k, v in query if k == "collection"), None)
         token = os.environ.get("MILVUS_TOKEN", "")
@@ -61,6 +60,24 @@ def parse_store_uri(spec: str) -> tuple[str, dict[str, Any]]:
         f"postgresql://... (PgVectorStore), milvus://host:port/collection or a .db file (MilvusStore)."
     )
     raise InvalidInputError(msg)
+
+
+def _split_table(spec: str) -> dict[str, Any]:
+    """Take ``table=`` out of a PostgreSQL URI, leaving every other byte of it as libpq will read it (a
+    password may hold ``?`` or ``#``, so the query starts at the first ``?`` after the last ``@``)."""
+    at = spec.rfind("@")
+    qpos = spec.find("?", at + 1 if at >= 0 else 0)
+    if qpos < 0:
+        return {"dsn": spec, "table": DEFAULT_NAME}
+    base, query = spec[:qpos], spec[qpos + 1 :]
+    kept, table = [], DEFAULT_NAME
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if unquote(key) == "table":
+            table = unquote(value)
+        elif pair:
+            kept.append(pair)
+    return {"dsn": base + ("?" + "&".join(kept) if kept else ""), "table": table}
 
 
 def open_store(spec: str, *, create: bool = False, index: str | None = None, rebuild: bool = False) -> Any:
