@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from latentrag._lazy import lazy_exports
 from latentrag.compressors.base import BaseCompressor, Compressor
 
 _LAZY = {
@@ -18,10 +16,4 @@ _LAZY = {
 __all__ = ["BaseCompressor", "Compressor", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        msg = f"module 'latentrag.compressors' has no attribute {name!r}; valid names are {sorted(__all__)}."
-        raise AttributeError(msg)
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+__getattr__ = lazy_exports(__name__, _LAZY, __all__)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
+from latentrag._lazy import lazy_exports
 from latentrag._optional import require
 
 require("langchain_core", "langchain")
@@ -47,13 +47,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+__getattr__ = lazy_exports(__name__, _LAZY, __all__)
 
 
 def hit_to_document(hit: Hit) -> Document:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from latentrag._lazy import lazy_exports
 from latentrag.retrievers.base import BaseRetriever
 from latentrag.retrievers.dense import DenseRetriever
 
@@ -16,10 +14,4 @@ _LAZY = {
 __all__ = ["BaseRetriever", "DenseRetriever", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        msg = f"module 'latentrag.retrievers' has no attribute {name!r}; valid names are {sorted(__all__)}."
-        raise AttributeError(msg)
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+__getattr__ = lazy_exports(__name__, _LAZY, __all__)

@@ -6,7 +6,7 @@ Accepted forms (mixed freely in one list):
   ``{"name", "description", "parameters"}``;
 - MCP tool dicts ``{"name", "description", "inputSchema"}``;
 - LangChain ``BaseTool`` objects (duck typed: ``name``, ``description``, ``args_schema``/``tool_call_schema``;
-  converted with ``langchain_core.utils.function_calling.convert_to_openai_tool`` when importable);
+  converted with LangChain's own converter in :mod:`latentrag.integrations.tool_params`);
 - LlamaIndex ``FunctionTool``/``BaseTool`` objects (duck typed: a ``metadata`` with ``name``, ``description``
   and ``get_parameters_dict()``).
 
@@ -123,12 +123,11 @@ def _from_langchain(obj: Any, index: int) -> ToolSpec:
     if not isinstance(name, str) or not name.strip():
         msg = f"tools[{index}] is a LangChain tool without a name ({_describe(obj)}); give the tool a name."
         raise InvalidInputError(msg)
-    params: dict[str, Any] = {"type": "object", "properties": {}}
-    try:
-        from langchain_core.utils.function_calling import convert_to_openai_tool
+    from latentrag.integrations.tool_params import tool_parameters
 
-        params = convert_to_openai_tool(obj)["function"].get("parameters", params)
-    except Exception:  # noqa: BLE001 - langchain missing or an exotic schema: fall back to the pydantic schema
+    converted = tool_parameters(obj)
+    params: dict[str, Any] = converted or {"type": "object", "properties": {}}
+    if converted is None:  # an exotic schema: fall back to the pydantic schema
         schema = getattr(obj, "args_schema", None)
         if isinstance(schema, dict):
             params = schema

@@ -252,7 +252,7 @@ class ToolRetriever(BaseRetriever):
         features, so it learns from the situation it will meet at query time). Seconds on a CPU. With
         ``validate=True`` the refiner is kept only if it beats the first stage on held-out examples (else
         ``self.refiner`` stays ``None``)."""
-        from latentrag.training.tools import train_refiner
+        from latentrag.retrievers.tool_fit import train_refiner
 
         with self._lock:
             if not self._examples:

@@ -6,9 +6,7 @@ this package never imports a database client.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from latentrag._lazy import lazy_exports
 from latentrag.stores.base import Filter, Store
 from latentrag.stores.faiss import FaissStore
 
@@ -22,10 +20,4 @@ _BACKENDS = {
 __all__ = ["FaissStore", "Filter", "Store", *_BACKENDS]
 
 
-def __getattr__(name: str) -> Any:
-    target = _BACKENDS.get(name)
-    if target is None:
-        msg = f"module 'latentrag.stores' has no attribute {name!r}; valid names are {sorted(__all__)}."
-        raise AttributeError(msg)
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+__getattr__ = lazy_exports(__name__, _BACKENDS, __all__)
