@@ -207,4 +207,5 @@ def test_cli_json_explain_is_one_json_object(store, tmp_path, capsys):
     store.save(tmp_path / "s")
     assert cli(["query", BRIDGE, "--store", str(tmp_path / "s"), "--hops", "2", "--explain", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["tree"].startswith(f"Q: {BRIDGE}") and out["hits"]
+    assert out["hits"] and out["tree"][0]["hop"] == 1 and out["tree"][0]["parent"] is None
+    assert {n["id"] for n in out["tree"]} >= {h["id"] for h in out["hits"]}
