@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -31,34 +30,48 @@ TOOLS = [
 
 
 # ---------------------------------------------------------------- concurrent saves, two processes
-def _saver(args: tuple[str, str, int, int]) -> str:
-    """Save a FaissStore or a ToolRetriever to ``path`` ``rounds`` times; returns '' or the error."""
-    kind, path, seed, rounds = args
-    try:
-        rng = np.random.default_rng(seed)
-        if kind == "faiss":
-            from latentrag.encoders import default_encoder
-
-            enc = default_encoder()
-            vecs = rng.standard_normal((20, enc.dim)).astype(np.float32)
-            obj = FaissStore.from_texts([f"doc {seed} {i}" for i in range(20)], ids=[f"{seed}-{i}" for i in range(20)],
-                                        encoder=enc, vectors=vecs)
-        else:
-            obj = ToolRetriever.from_tools(TOOLS)
-        for _ in range(rounds):
-            obj.save(path)
-        return ""
-    except Exception as exc:  # reported to the parent, which fails the test with it
-        return f"{type(exc).__name__}: {exc}"
+SAVER = """
+import sys
+import numpy as np
+from latentrag import FaissStore
+from latentrag.retrievers import ToolRetriever
+kind, path, seed, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+tools = [{"name": "get_weather", "description": "Current weather for a city.", "parameters": {}},
+         {"name": "send_email", "description": "Send an email to someone.", "parameters": {}}]
+if kind == "faiss":
+    from latentrag.encoders import default_encoder
+    enc = default_encoder()
+    vecs = np.random.default_rng(seed).standard_normal((20, enc.dim)).astype(np.float32)
+    obj = FaissStore.from_texts([f"doc {seed} {i}" for i in range(20)], ids=[f"{seed}-{i}" for i in range(20)],
+                                encoder=enc, vectors=vecs)
+else:
+    obj = ToolRetriever.from_tools(tools)
+print("ready", flush=True)
+sys.stdin.readline()  # both processes start saving together
+for _ in range(rounds):
+    obj.save(path)
+print("saved", rounds, flush=True)
+"""
 
 
 @pytest.mark.parametrize("kind", ["faiss", "tools"])
-def test_concurrent_saves_from_two_processes_serialise(kind, tmp_path, encoder):
+def test_concurrent_saves_from_two_processes_serialise(kind, tmp_path):
     path = str(tmp_path / "shared")
-    ctx = multiprocessing.get_context("spawn")  # fresh interpreters, as two users' processes would be
-    with ctx.Pool(2) as pool:
-        errors = pool.map(_saver, [(kind, path, 1, 15), (kind, path, 2, 15)])
-    assert errors == ["", ""]
+    procs = [subprocess.Popen([sys.executable, "-c", SAVER, kind, path, str(seed), "15"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    assert all(out.strip() == "saved 15" for out, _ in results)
     loaded = FaissStore.load(path) if kind == "faiss" else ToolRetriever.load(path)
     if kind == "faiss":
         assert len(loaded) == 20 and loaded.ids()[0].split("-")[0] in {"1", "2"}
