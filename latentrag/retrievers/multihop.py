@@ -168,6 +168,96 @@ def fuse(layers: list[list[HopNode]], k: int, fusion: str, dense_keep: float = 0
     raise InvalidInputError(msg)
 
 
+# ------------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class HopSettings:
+    """The scoring and pruning settings of a :class:`MultiHopRetriever`, as data. ``"auto"`` values are
+    resolved from the dev-calibrated values a :class:`~latentrag.models.hop.HopModel` stores
+    (:meth:`from_model`), as :class:`~latentrag.retrievers.tool_index.BlendWeights` is for tools."""
+
+    fusion: str = "path"
+    alpha: float = DEFAULT_ALPHA
+    hop_penalty: float = DEFAULT_HOP_PENALTY
+    dense_keep: float = 0.3
+    stop_score: float | None = None
+    link_bonus: float = LINK_BONUS
+    link_from: int = LINK_FROM
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            msg = f"fusion must be one of {list(FUSIONS)}, got {self.fusion!r}."
+            raise InvalidInputError(msg)
+        keep = self.dense_keep
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep <= 1:
+            msg = f"dense_keep must be a fraction in [0, 1], got {keep!r}."
+            raise InvalidInputError(msg)
+        if not 0.0 <= self.alpha <= 1.0:
+            msg = f"alpha must be in [0, 1], got {self.alpha!r}."
+            raise InvalidInputError(msg)
+        check_positive_int("link_from", self.link_from)
+
+    @classmethod
+    def from_model(cls, model: HopModel, **values: object) -> HopSettings:
+        """Settings with every ``"auto"`` value taken from ``model`` (its calibration, else the default)."""
+        extra = model.extra
+
+        def pick(name: str, value: object, default: float) -> float:
+            if value == "auto":
+                return float(extra.get(name, default))
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                msg = f"{name} must be a float or 'auto', got {value!r}."
+                raise InvalidInputError(msg)
+            return float(value)
+
+        stop = values.get("stop_score", "auto")
+        if stop == "auto":
+            stop = extra.get("stop_score")
+        if stop is not None and (isinstance(stop, bool) or not isinstance(stop, (int, float))):
+            msg = f"stop_score must be a float, 'auto' or None, got {stop!r}."
+            raise InvalidInputError(msg)
+        return cls(
+            fusion=str(values.get("fusion", "path")),
+            alpha=pick("alpha", values.get("alpha", "auto"), DEFAULT_ALPHA),
+            hop_penalty=pick("hop_penalty", values.get("hop_penalty", "auto"), DEFAULT_HOP_PENALTY),
+            dense_keep=values.get("dense_keep", 0.3),  # type: ignore[arg-type]  # checked in __post_init__
+            stop_score=None if stop is None else float(stop),
+            link_bonus=pick("link_bonus", values.get("link_bonus", LINK_BONUS), LINK_BONUS),
+            link_from=values.get("link_from", LINK_FROM),  # type: ignore[arg-type]  # checked in __post_init__
+        )
+
+
+@dataclass
+class Frontier:
+    """The branches to expand at the next hop, as parallel rows: the question each belongs to, its node,
+    the query vector that found it and its passage vector (the hop network's two inputs)."""
+
+    question: list[int] = field(default_factory=list)
+    nodes: list[HopNode] = field(default_factory=list)
+    queries: list[np.ndarray] = field(default_factory=list)
+    passages: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, qi: int, node: HopNode, query: np.ndarray, passage: np.ndarray) -> None:
+        self.question.append(qi)
+        self.nodes.append(node)
+        self.queries.append(query)
+        self.passages.append(passage)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+@dataclass
+class _Tree:
+    """One question's search state: the ids in its tree, the roots, the kept nodes of each hop, the hits."""
+
+    seen: set[str] = field(default_factory=set)
+    roots: list[HopNode] = field(default_factory=list)
+    layers: list[list[HopNode]] = field(default_factory=lambda: [[]])
+    hits: dict[str, Hit] = field(default_factory=dict)
+    hops_run: int = 1
+    stop_reason: str = "no branch left"
+
+
 # ------------------------------------------------------------------------------------------------ retriever
 class MultiHopRetriever(BaseRetriever):
     """TreeHop multi-hop retrieval over any :class:`~latentrag.stores.base.Store`.
@@ -194,6 +284,9 @@ class MultiHopRetriever(BaseRetriever):
         link_bonus: added to a linked passage's similarity to the question.
         link_from: how many of the best hop-1 hits have their title mentions followed.
         filter: metadata filter passed to every search (and applied to linked passages).
+
+    The resolved scoring settings are ``self.settings`` (a frozen :class:`HopSettings`); ``self.alpha``,
+    ``self.stop_score`` and the other setting names read from it.
 
     >>> from latentrag import FaissStore
     >>> store = FaissStore.from_texts(["Paris is in France.", "Rome is in Italy."], ids=["p", "r"])
@@ -224,54 +317,28 @@ class MultiHopRetriever(BaseRetriever):
         self.n_hops = check_positive_int("n_hops", n_hops)
         self.top_n = check_positive_int("top_n", top_n)
         self.layer_k = self.top_n if layer_k is None else check_positive_int("layer_k", layer_k)
-        if fusion not in FUSIONS:
-            msg = f"fusion must be one of {list(FUSIONS)}, got {fusion!r}."
-            raise InvalidInputError(msg)
-        self.fusion = fusion
-        if isinstance(dense_keep, bool) or not isinstance(dense_keep, (int, float)) or not 0 <= dense_keep <= 1:
-            msg = f"dense_keep must be a fraction in [0, 1], got {dense_keep!r}."
-            raise InvalidInputError(msg)
-        self.dense_keep = float(dense_keep)
         self.store = store
         self.filter = filter
-        enc_name, enc_dim = str(store.encoder.name), int(store.dim)
-        if model is None:
-            self.model = shipped_model(enc_name, enc_dim)
-        elif isinstance(model, HopModel):
-            check_model_encoder(model.config(), enc_name, enc_dim, where="the given HopModel")
-            self.model = model
-        elif isinstance(model, (str, os.PathLike)):
-            self.model = HopModel.load(model, encoder_name=enc_name, encoder_dim=enc_dim)
-        else:
-            msg = f"model must be a HopModel, a folder path or None, got {type(model).__name__}."
-            raise InvalidInputError(msg)
-        if stop_score == "auto":
-            stop_score = self.model.extra.get("stop_score")
-        if stop_score is not None and not isinstance(stop_score, (int, float)):
-            msg = f"stop_score must be a float, 'auto' or None, got {stop_score!r}."
-            raise InvalidInputError(msg)
-        self.stop_score: float | None = None if stop_score is None else float(stop_score)
-        self.alpha = self._calibrated("alpha", alpha, DEFAULT_ALPHA)
-        self.hop_penalty = self._calibrated("hop_penalty", hop_penalty, DEFAULT_HOP_PENALTY)
-        if not 0.0 <= self.alpha <= 1.0:
-            msg = f"alpha must be in [0, 1], got {self.alpha!r}."
-            raise InvalidInputError(msg)
-        self.link_bonus = self._calibrated("link_bonus", link_bonus, LINK_BONUS)
-        self.link_from = check_positive_int("link_from", link_from)
+        self.model = _hop_model(model, store)
+        self.settings = HopSettings.from_model(
+            self.model, fusion=fusion, alpha=alpha, hop_penalty=hop_penalty, dense_keep=dense_keep,
+            stop_score=stop_score, link_bonus=link_bonus, link_from=link_from,
+        )
         self.links = _title_links(links, store)
 
-    def _calibrated(self, name: str, value: object, default: float) -> float:
-        if value == "auto":
-            return float(self.model.extra.get(name, default))
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            msg = f"{name} must be a float or 'auto', got {value!r}."
-            raise InvalidInputError(msg)
-        return float(value)
+    def __getattr__(self, name: str) -> object:
+        # the settings' names (alpha, stop_score, ...) read from the frozen settings
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in HopSettings.__dataclass_fields__:
+            return getattr(settings, name)
+        msg = f"{type(self).__name__!r} object has no attribute {name!r}"
+        raise AttributeError(msg)
 
     def __repr__(self) -> str:
+        s = self.settings
         return (f"MultiHopRetriever(k={self.k}, n_hops={self.n_hops}, top_n={self.top_n}, layer_k={self.layer_k}, "
-                f"fusion={self.fusion!r}, alpha={self.alpha}, hop_penalty={self.hop_penalty}, "
-                f"stop_score={self.stop_score}, links={self.links is not None})")
+                f"fusion={s.fusion!r}, alpha={s.alpha}, hop_penalty={s.hop_penalty}, "
+                f"stop_score={s.stop_score}, links={self.links is not None})")
 
     # -------------------------------------------------------------------------------------------- public
     def trace(self, query: str, k: int | None = None) -> HopTrace:
@@ -288,130 +355,140 @@ class MultiHopRetriever(BaseRetriever):
 
     # -------------------------------------------------------------------------------------------- core
     def _run(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[HopTrace]:
+        q0 = self._question_vectors(queries, vectors)
+        trees, frontier = self._first_hop(q0, k)
+        linked = (self._link(queries, q0, [t.roots for t in trees], [t.seen for t in trees],
+                             [t.hits for t in trees], k)
+                  if self.links is not None and self.n_hops > 1 else [[] for _ in queries])
+        if self.n_hops == 1:
+            for tree in trees:
+                tree.stop_reason = "n_hops reached"
+        for hop in range(2, self.n_hops + 1):
+            if not frontier:
+                break
+            frontier = self._expand(hop, frontier, trees, q0)
+        return [HopTrace(query, tree.roots, self._fuse(tree, linked[qi], k), tree.hops_run, tree.stop_reason)
+                for qi, (query, tree) in enumerate(zip(queries, trees, strict=True))]
+
+    def _question_vectors(self, queries: list[str], vectors: np.ndarray | None) -> np.ndarray:
         if store_is_empty(self.store):
             msg = "the store is empty; add documents (store.add(...) or `latentrag index`) before retrieving."
             raise StoreError(msg)
-        n = len(queries)
         q0 = self.store.encoder.encode(queries) if vectors is None else check_queries(vectors, self.store.dim)
-        if len(q0) != n:
-            msg = f"got {len(q0)} query vectors for {n} queries; give one vector per query."
+        if len(q0) != len(queries):
+            msg = f"got {len(q0)} query vectors for {len(queries)} queries; give one vector per query."
             raise InvalidInputError(msg)
+        return q0
+
+    def _first_hop(self, q0: np.ndarray, k: int) -> tuple[list[_Tree], Frontier]:
+        """Dense search for every question: the roots of each tree, and the best ``top_n`` as the frontier."""
         first = self.store.search(q0, max(k, self.top_n), filter=self.filter, with_vectors=True)
-        seen: list[set[str]] = [set() for _ in range(n)]
-        roots: list[list[HopNode]] = [[] for _ in range(n)]
-        layers: list[list[list[HopNode]]] = [[[]] for _ in range(n)]
-        # frontier rows: (question, node, query vector that found it's parent-side: the node's own next query input)
-        front_q: list[int] = []
-        front_node: list[HopNode] = []
-        front_vec: list[np.ndarray] = []
-        front_c: list[np.ndarray] = []
-        hits_by_id: list[dict[str, Hit]] = [{} for _ in range(n)]
+        trees = [_Tree() for _ in first]
+        frontier = Frontier()
         for qi, hits in enumerate(first):
+            tree = trees[qi]
             for rank, h in enumerate(hits):
-                if h.id in seen[qi]:
+                if h.id in tree.seen:
                     continue
-                seen[qi].add(h.id)
-                hits_by_id[qi][h.id] = h
+                tree.seen.add(h.id)
+                tree.hits[h.id] = h
                 node = HopNode(h.id, h.text, 1, h.score, h.score, question_sim=h.score)
-                roots[qi].append(node)
-                layers[qi][0].append(node)
+                tree.roots.append(node)
+                tree.layers[0].append(node)
                 if rank < self.top_n and self.n_hops > 1:
-                    front_q.append(qi)
-                    front_node.append(node)
-                    front_vec.append(q0[qi])
-                    front_c.append(_vector_of(h, self.store))
-        linked = (self._link(queries, q0, roots, seen, hits_by_id, k) if self.links is not None and self.n_hops > 1
-                  else [[] for _ in range(n)])
-        hops_run = [1] * n
-        stop_reason = ["n_hops reached" if self.n_hops == 1 else "no branch left"] * n
-        for hop in range(2, self.n_hops + 1):
-            if not front_node:
-                break
-            qnext = self.model.next_queries(np.stack(front_vec), np.stack(front_c))
-            # A next query often finds its own parent (or other passages already in the tree) again:
-            # fetch a margin so each branch still gets ``top_n`` new children after redundancy pruning.
-            found = self.store.search(qnext, 2 * self.top_n, filter=self.filter, with_vectors=True)
-            # Group candidate children per question.
-            cand: dict[int, list[tuple[int, Hit]]] = {}
-            for row, hits in enumerate(found):
-                seen_q = seen[front_q[row]]
-                fresh = [h for h in hits if h.id not in seen_q][: self.top_n]
-                dupes = [h for h in hits[: self.top_n] if h.id in seen_q]
-                cand.setdefault(front_q[row], []).extend((row, h) for h in fresh + dupes)
-            new_q, new_node, new_vec, new_c = [], [], [], []
-            for qi, items in cand.items():
-                hops_run[qi] = hop
-                layer: list[HopNode] = []
-                layer_vecs: list[np.ndarray] = []
-                scores: list[float] = []
-                best_child: dict[int, float] = {}
-                for row, h in items:  # the best *new* child: a re-found parent must not keep a branch alive
-                    if h.id not in seen[qi]:
-                        best_child[row] = max(best_child.get(row, -np.inf), h.score)
-                layer_seen: dict[str, int] = {}
-                for row, h in items:
-                    parent = front_node[row]
-                    vec = _vector_of(h, self.store)
-                    node = HopNode(h.id, h.text, hop, h.score,
-                                   self.alpha * parent.path_score + (1 - self.alpha) * h.score - self.hop_penalty,
-                                   parent_id=parent.id, question_sim=float(vec @ q0[qi]), via="hop")
-                    parent.children.append(node)
-                    if h.id in seen[qi]:
-                        node.status = "duplicate"
-                    elif self.stop_score is not None and best_child.get(row, -np.inf) < self.stop_score:
-                        node.status = "stop"
-                    elif h.id in layer_seen:
-                        other = layer[layer_seen[h.id]]
-                        if node.path_score > other.path_score:
-                            other.status, scores[layer_seen[h.id]] = "duplicate", -np.inf
-                            layer_seen[h.id] = len(layer)
-                        else:
-                            node.status = "duplicate"
-                    else:
-                        layer_seen[h.id] = len(layer)
-                    layer.append(node)
-                    layer_vecs.append(vec)
-                    scores.append(node.path_score if node.status == "kept" else -np.inf)
-                    hits_by_id[qi].setdefault(h.id, h)
-                keep = set(layer_top_k(np.array(scores), self.layer_k).tolist())
-                kept_layer = []
-                for j, node in enumerate(layer):
-                    if node.status != "kept":
-                        continue
-                    if j not in keep:
-                        node.status = "layer_top_k"
-                        continue
-                    seen[qi].add(node.id)
-                    kept_layer.append(node)
-                    if hop < self.n_hops:
-                        row = items[j][0]
-                        new_q.append(qi)
-                        new_node.append(node)
-                        new_vec.append(qnext[row])
-                        new_c.append(layer_vecs[j])
-                kept_layer.sort(key=lambda nd: -nd.path_score)
-                layers[qi].append(kept_layer)
-                if not kept_layer:
-                    stopped = any(nd.status == "stop" for nd in layer)
-                    stop_reason[qi] = f"score stop at hop {hop}" if stopped else f"no new passage at hop {hop}"
-                elif hop == self.n_hops:
-                    stop_reason[qi] = "n_hops reached"
-            front_q, front_node, front_vec, front_c = new_q, new_node, new_vec, new_c
-        traces = []
-        for qi in range(n):
-            for node in layers[qi][0]:
-                if node.via == "dense+link":
-                    node.path_score = max(node.path_score, node.question_sim + self.link_bonus)
-            chosen = fuse(layers[qi] + [linked[qi]], k, self.fusion, self.dense_keep)
-            hits = []
-            for node, fused in chosen:
-                base = hits_by_id[qi][node.id]
-                meta = dict(base.meta)
-                meta.update(hop=node.hop, via=node.via, parent_id=node.parent_id, path_score=float(node.path_score),
-                            similarity=float(node.score), question_similarity=float(node.question_sim))
-                hits.append(base.copy(score=float(fused), metadata=meta))
-            traces.append(HopTrace(queries[qi], roots[qi], hits, hops_run[qi], stop_reason[qi]))
-        return traces
+                    frontier.add(qi, node, q0[qi], _vector_of(h, self.store))
+        return trees, frontier
+
+    def _expand(self, hop: int, frontier: Frontier, trees: list[_Tree], q0: np.ndarray) -> Frontier:
+        """One hop for every branch of every question: one hop-network forward, one batched search, then
+        :meth:`_prune` per question. Returns the next frontier."""
+        qnext = self.model.next_queries(np.stack(frontier.queries), np.stack(frontier.passages))
+        # A next query often finds its own parent (or other passages already in the tree) again:
+        # fetch a margin so each branch still gets ``top_n`` new children after redundancy pruning.
+        found = self.store.search(qnext, 2 * self.top_n, filter=self.filter, with_vectors=True)
+        cand: dict[int, list[tuple[int, Hit]]] = {}
+        for row, hits in enumerate(found):
+            seen_q = trees[frontier.question[row]].seen
+            fresh = [h for h in hits if h.id not in seen_q][: self.top_n]
+            dupes = [h for h in hits[: self.top_n] if h.id in seen_q]
+            cand.setdefault(frontier.question[row], []).extend((row, h) for h in fresh + dupes)
+        nxt = Frontier()
+        for qi, items in cand.items():
+            self._prune(hop, qi, items, frontier, qnext, trees[qi], q0[qi], nxt)
+        return nxt
+
+    def _prune(self, hop: int, qi: int, items: list[tuple[int, Hit]], frontier: Frontier, qnext: np.ndarray,
+               tree: _Tree, q: np.ndarray, nxt: Frontier) -> None:
+        """Score one question's candidate children, prune them (duplicate, score stop, layer-wise top-K),
+        attach them to their parents, and put the kept ones on ``nxt`` when another hop follows."""
+        s = self.settings
+        tree.hops_run = hop
+        layer: list[HopNode] = []
+        layer_vecs: list[np.ndarray] = []
+        scores: list[float] = []
+        best_child: dict[int, float] = {}
+        for row, h in items:  # the best *new* child: a re-found parent must not keep a branch alive
+            if h.id not in tree.seen:
+                best_child[row] = max(best_child.get(row, -np.inf), h.score)
+        layer_seen: dict[str, int] = {}
+        for row, h in items:
+            parent = frontier.nodes[row]
+            vec = _vector_of(h, self.store)
+            node = HopNode(h.id, h.text, hop, h.score,
+                           s.alpha * parent.path_score + (1 - s.alpha) * h.score - s.hop_penalty,
+                           parent_id=parent.id, question_sim=float(vec @ q), via="hop")
+            parent.children.append(node)
+            if h.id in tree.seen:
+                node.status = "duplicate"
+            elif s.stop_score is not None and best_child.get(row, -np.inf) < s.stop_score:
+                node.status = "stop"
+            elif h.id in layer_seen:
+                other = layer[layer_seen[h.id]]
+                if node.path_score > other.path_score:
+                    other.status, scores[layer_seen[h.id]] = "duplicate", -np.inf
+                    layer_seen[h.id] = len(layer)
+                else:
+                    node.status = "duplicate"
+            else:
+                layer_seen[h.id] = len(layer)
+            layer.append(node)
+            layer_vecs.append(vec)
+            scores.append(node.path_score if node.status == "kept" else -np.inf)
+            tree.hits.setdefault(h.id, h)
+        keep = set(layer_top_k(np.array(scores), self.layer_k).tolist())
+        kept_layer = []
+        for j, node in enumerate(layer):
+            if node.status != "kept":
+                continue
+            if j not in keep:
+                node.status = "layer_top_k"
+                continue
+            tree.seen.add(node.id)
+            kept_layer.append(node)
+            if hop < self.n_hops:
+                nxt.add(qi, node, qnext[items[j][0]], layer_vecs[j])
+        kept_layer.sort(key=lambda nd: -nd.path_score)
+        tree.layers.append(kept_layer)
+        if not kept_layer:
+            stopped = any(nd.status == "stop" for nd in layer)
+            tree.stop_reason = f"score stop at hop {hop}" if stopped else f"no new passage at hop {hop}"
+        elif hop == self.n_hops:
+            tree.stop_reason = "n_hops reached"
+
+    def _fuse(self, tree: _Tree, linked: list[HopNode], k: int) -> list[Hit]:
+        """The final ``k`` hits of one question across hops and links, with their hop provenance in metadata."""
+        s = self.settings
+        for node in tree.layers[0]:
+            if node.via == "dense+link":
+                node.path_score = max(node.path_score, node.question_sim + s.link_bonus)
+        hits = []
+        for node, fused in fuse(tree.layers + [linked], k, s.fusion, s.dense_keep):
+            base = tree.hits[node.id]
+            meta = dict(base.meta)
+            meta.update(hop=node.hop, via=node.via, parent_id=node.parent_id, path_score=float(node.path_score),
+                        similarity=float(node.score), question_similarity=float(node.question_sim))
+            hits.append(base.copy(score=float(fused), metadata=meta))
+        return hits
 
     def _link(self, queries: list[str], q0: np.ndarray, roots: list[list[HopNode]], seen: list[set[str]],
               hits_by_id: list[dict[str, Hit]], k: int) -> list[list[HopNode]]:
@@ -425,7 +502,7 @@ class MultiHopRetriever(BaseRetriever):
             found: dict[str, HopNode | None] = {}
             for target in links.mentioned(query):
                 found.setdefault(target, None)
-            for node in roots[qi][: self.link_from]:
+            for node in roots[qi][: self.settings.link_from]:
                 for target in links.mentioned(node.text, exclude_title=links.title(node.id)):
                     found.setdefault(target, node)
             # A hop-1 hit that the question or another hit mentions is marked now and boosted like a linked
@@ -446,7 +523,7 @@ class MultiHopRetriever(BaseRetriever):
                 if doc is None or not matches(doc.meta, self.filter):
                     continue
                 sim = float(np.asarray(doc.vector, dtype=np.float32) @ q0[qi])
-                nodes.append((HopNode(target, doc.text, 1 if parent is None else 2, sim, sim + self.link_bonus,
+                nodes.append((HopNode(target, doc.text, 1 if parent is None else 2, sim, sim + self.settings.link_bonus,
                                       parent_id=None if parent is None else parent.id, question_sim=sim, via="link"),
                               parent))
             nodes.sort(key=lambda pair: -pair[0].path_score)
@@ -456,6 +533,19 @@ class MultiHopRetriever(BaseRetriever):
                 (roots[qi] if parent is None else parent.children).append(node)
             out.append([node for node, _ in nodes[:k]])
         return out
+
+
+def _hop_model(model: object, store: Store) -> HopModel:
+    enc_name, enc_dim = str(store.encoder.name), int(store.dim)
+    if model is None:
+        return shipped_model(enc_name, enc_dim)
+    if isinstance(model, HopModel):
+        check_model_encoder(model.config(), enc_name, enc_dim, where="the given HopModel")
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return HopModel.load(model, encoder_name=enc_name, encoder_dim=enc_dim)
+    msg = f"model must be a HopModel, a folder path or None, got {type(model).__name__}."
+    raise InvalidInputError(msg)
 
 
 def _title_links(links: object, store: Store) -> TitleLinks | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -366,7 +366,7 @@ def prepare(texts: Any, ids: Any, metadatas: Any, *, need_ids: bool) -> Batch:
     if metadatas is None:
         metas: list[dict[str, Any]] = [{} for _ in text_list]
     else:
-        if isinstance(metadatas, (str, bytes, Mapping)):
+        if isinstance(metadatas, (str, bytes, Mapping)) or not isinstance(metadatas, Iterable):
             msg = f"metadatas must be a list of dicts (one per text), got {type(metadatas).__name__}."
             raise InvalidInputError(msg)
         metas = [check_metadata(f"metadatas[{i}]", m) for i, m in enumerate(metadatas)]
