@@ -1,37 +1,35 @@
 """``latentrag demo``: the main job on the embedded default, offline, with no arguments.
 
-It builds a FaissStore from the demo corpus shipped in the package (cached in the user cache
-folder), answers a few questions with timings, then runs one section per capability.
+It builds a FaissStore from the demo corpus shipped in the package (cached in the user cache folder,
+:func:`latentrag.paths.cache_dir`), then runs one section per capability. Every section is a module of
+:mod:`latentrag.demos` with ``run(store, out)``; ``--sections`` picks some of them, in the order given.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 from latentrag.encoders import default_encoder
+from latentrag.errors import InvalidInputError, ModelLoadError
 from latentrag.ingest import format_passage
-from latentrag.retrievers.dense import DenseRetriever
+from latentrag.paths import cache_dir
 from latentrag.stores.faiss import FaissStore
 
-QUESTIONS = [
-    "Who directed the film about a giant shark?",
-    "Which element did Marie Curie discover with her husband?",
-    "How do vaccines protect against disease?",
-]
-#: Capability sections, in order; each module has ``run(store, out)``.
-SECTIONS = ["multihop", "rerank", "tools", "xrag"]
+#: The sections, in the order a plain ``latentrag demo`` runs them; each is ``latentrag.demos.<name>``.
+SECTIONS = ["dense", "multihop", "rerank", "tools", "xrag"]
+#: torch intra-op threads while the demo runs. The demo's models are small (MiniLM, a 135M LM decoding one
+#: token at a time), and torch's default of one thread per core slows them several-fold as soon as anything
+#: else uses a core: on 2 busy cores the xRAG answers took 10 s each instead of 2 s.
+TORCH_THREADS = 1
 
-
-def cache_dir() -> Path:
-    """``$LATENTRAG_CACHE`` or ``~/.cache/latentrag``."""
-    root = os.environ.get("LATENTRAG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "latentrag")
-    return Path(root)
+__all__ = ["SECTIONS", "build_store", "cache_dir", "check_sections", "load_corpus", "main"]
 
 
 def load_corpus() -> list[dict[str, str]]:
@@ -58,7 +56,53 @@ def build_store(folder: Path | None = None) -> FaissStore:
     return store
 
 
-def main(out: TextIO = sys.stdout, sections: list[str] | None = None) -> int:
+def check_sections(sections: Sequence[str] | None) -> list[str]:
+    """The section names to run: all of :data:`SECTIONS` for ``None``, else ``sections`` in the order given
+    (duplicates dropped; ``"a,b"`` is read as two names). Raises :class:`InvalidInputError` for an unknown
+    name or an empty list, naming the valid sections."""
+    if sections is None:
+        return list(SECTIONS)
+    if isinstance(sections, str):
+        sections = [sections]
+    names: list[str] = []
+    for item in sections:
+        for name in str(item).split(","):
+            name = name.strip()
+            if name and name not in names:
+                names.append(name)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        what = f"unknown demo section(s) {unknown}" if unknown else f"no demo section given ({list(sections)})"
+        msg = f"{what}; valid sections are: {', '.join(SECTIONS)} (omit --sections to run them all)."
+        raise InvalidInputError(msg)
+    return names
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(n)`` (when torch is installed), then restore the caller's."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def main(out: TextIO = sys.stdout, sections: Sequence[str] | None = None) -> int:
+    """Run the demo sections (all by default) and print what each does and what it cost."""
+    names = check_sections(sections)
+    t_start = time.perf_counter()
+    with torch_threads(TORCH_THREADS):
+        return _run(names, out, t_start)
+
+
+def _run(names: list[str], out: TextIO, t_start: float) -> int:
     t0 = time.perf_counter()
     encoder = default_encoder()
     t_enc = time.perf_counter() - t0
@@ -66,32 +110,19 @@ def main(out: TextIO = sys.stdout, sections: list[str] | None = None) -> int:
     store = build_store()
     t_store = time.perf_counter() - t0
     print(f"latentrag demo: {len(store)} passages, encoder {encoder.name} ({encoder.dim}-d)", file=out)
-    print(f"  encoder load {t_enc * 1000:.0f} ms, store ready in {t_store * 1000:.0f} ms (cache: {cache_dir()})",
-          file=out)
-    retriever = DenseRetriever(store, k=3)
-    retriever.retrieve("warm-up")
-    print("\n== Dense retrieval (DenseRetriever, k=3) ==", file=out)
-    for q in QUESTIONS:
+    print(f"  encoder load {t_enc * 1000:.0f} ms, store ready in {t_store * 1000:.0f} ms (cache: {cache_dir()}); "
+          f"torch on {TORCH_THREADS} thread(s)", file=out)
+    timings = [("start", time.perf_counter() - t_start)]
+    for name in names:
         t0 = time.perf_counter()
-        hits = retriever.retrieve(q)
-        ms = (time.perf_counter() - t0) * 1000
-        print(f"\nQ: {q}  [{ms:.1f} ms]", file=out)
-        for h in hits:
-            print(f"  {h.score:.3f}  {h.id:<14} {h.text[:90]}", file=out)
-    for name in sections if sections is not None else SECTIONS:
+        module = importlib.import_module(f"latentrag.demos.{name}")
         try:
-            module = importlib.import_module(f"latentrag.demos.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"latentrag.demos.{name}":
-                continue  # capability not present in this build
-            print(f"\n== {name}: skipped, a dependency is missing ({exc}) ==", file=out)
-            continue
-        except ImportError as exc:
-            print(f"\n== {name}: skipped ({exc}) ==", file=out)
-            continue
-        runner = module.run
-        if "store" in runner.__code__.co_varnames[: runner.__code__.co_argcount]:
-            runner(store, out)
-        else:
-            runner(out)
+            module.run(store, out)
+        except (ImportError, ModelLoadError) as exc:  # an optional extra is not installed
+            print(f"\n== {name}: skipped, a dependency is missing: {exc} ==", file=out)
+        timings.append((name, time.perf_counter() - t0))
+        out.flush()
+    total = time.perf_counter() - t_start
+    parts = ", ".join(f"{n} {s:.1f} s" for n, s in timings)
+    print(f"\ndemo finished in {total:.1f} s ({parts})", file=out)
     return 0

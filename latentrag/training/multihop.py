@@ -1,8 +1,8 @@
 """Train the TreeHop hop network (:class:`latentrag.models.hop.HopModel`) on multi-hop QA records.
 
 Data: ``$LATENTRAG_DATA/multihop/train*.jsonl`` (the unified record of ``shared/data/README.md``). Every
-passage is embedded once with the shipped MiniLM and cached under ``.cache/multihop/`` so later runs
-and the benchmark reuse the vectors. The loss is InfoNCE of the next query against the passage it
+passage is embedded once with the shipped MiniLM and cached in ``latentrag.paths.cache_dir()/multihop/``
+so later runs and the benchmark reuse the vectors. The loss is InfoNCE of the next query against the passage it
 should reach, with three kinds of negatives: the question's own pool, every other passage of the
 batch (in-batch), and hard negatives mined from the training store (dense neighbours of the query
 and of the parent passage that are not gold). Model selection uses the ``dev_*`` files only.
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from latentrag.errors import InvalidInputError
+from latentrag.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,8 @@ def data_root(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def cache_root() -> Path:
-    """Where embeddings are cached: ``$LATENTRAG_CACHE`` or ``.cache`` in the repo."""
-    env = os.environ.get("LATENTRAG_CACHE")
-    return Path(env) if env else (_REPO / ".cache")
+    """Where embeddings are cached: the user cache folder, :func:`latentrag.paths.cache_dir`."""
+    return cache_dir()
 
 
 def format_passage(title: str | None, text: str) -> str:
