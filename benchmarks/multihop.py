@@ -33,7 +33,7 @@ class IterRetGen:
     passages, retrieve again with question + generation, and merge (first-round passages first)."""
 
     def __init__(self, store: Any, k: int, rounds: int = 2, max_new_tokens: int = 32) -> None:
-        from latentrag.models.lm import load_lm
+        from latentrag.readers.lm import load_lm
 
         self.store, self.k, self.rounds, self.max_new_tokens = store, k, rounds, max_new_tokens
         self.lm = load_lm()

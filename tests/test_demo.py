@@ -64,7 +64,7 @@ def test_main_with_one_cheap_section_writes_its_header(tmp_path, monkeypatch):
 
 
 def test_one_cache_folder(tmp_path, monkeypatch):
-    from latentrag.models import lm
+    from latentrag.readers import lm
     from latentrag.training.multihop import cache_root
 
     monkeypatch.setenv("LATENTRAG_CACHE", str(tmp_path / "explicit"))
@@ -82,7 +82,7 @@ def test_one_cache_folder(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def gguf_path() -> Path:
     from latentrag.errors import ModelLoadError
-    from latentrag.models.lm import _gguf_path
+    from latentrag.readers.lm import _gguf_path
 
     pytest.importorskip("gguf")
     try:
@@ -97,7 +97,7 @@ def test_gguf_reader_and_dequantisation_match_the_gguf_package(gguf_path):
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
     from gguf.quants import dequantize
 
-    from latentrag.models.lm import GGUFFile
+    from latentrag.readers.lm import GGUFFile
 
     ours = GGUFFile(gguf_path)
     meta = ours.metadata
@@ -132,7 +132,7 @@ def test_converted_cache_equals_transformers_gguf_loader(gguf_path, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from latentrag.models.lm import GGUFFile, _load_folder, _write_cache, _write_converted
+    from latentrag.readers.lm import GGUFFile, _load_folder, _write_cache, _write_converted
 
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     ours.mkdir(), theirs.mkdir()

@@ -8,7 +8,7 @@ import torch
 
 from latentrag import EncoderMismatchError, Hit, InvalidInputError, ModelLoadError
 from latentrag.models.projector import Projector, ProjectorConfig
-from latentrag.models.xrag_prompt import SLOT, embed_batch
+from latentrag.readers.prompt import SLOT, embed_batch
 
 PASSAGES = [
     "Albert Einstein was a German-born theoretical physicist. He was born in Ulm in 1879.",
@@ -23,7 +23,7 @@ def reader():
     pytest.importorskip("gguf", reason='pip install "latentrag[xrag]"')
     from concurrent.futures import ThreadPoolExecutor
 
-    from latentrag.compressors.xrag import XRAGReader, default_reader
+    from latentrag.readers.xrag import XRAGReader, default_reader
 
     with ThreadPoolExecutor(2) as pool:  # the adapters' shared default: two first calls load it once
         first, second = pool.map(lambda _: default_reader(), range(2))
@@ -201,6 +201,22 @@ def test_compressor_markers_and_free_prompts(reader):
     assert "ulm" in reader.complete(prompt, mode="text", max_new_tokens=12).text.lower()
     with pytest.raises(InvalidInputError, match="no soft context for marker"):
         reader.complete("<xrag:0123456789abcdef> Question: x?")
+
+
+def test_custom_registry_is_shared_by_compressor_and_reader(reader):
+    from latentrag.compressors import XRAGCompressor
+    from latentrag.readers import REGISTRY, SoftContextRegistry, XRAGReader
+
+    own = SoftContextRegistry(max_items=10)
+    text = "Registry test: Albert Einstein, the physicist, was born in the city of Ulm."  # keys are content hashes
+    out = XRAGCompressor(registry=own).compress("Where was Einstein born?", [Hit("p0", text)])
+    prompt = f"Context:\n{out[0].text}\n\nQuestion: Where was Einstein born?"
+    with pytest.raises(InvalidInputError, match="same registry="):
+        reader.complete(prompt, max_new_tokens=4)  # the process registry never saw this marker
+    shared = XRAGReader(lm=reader.lm, projector=reader.projector, encoder=reader.encoder, registry=own)
+    assert shared.registry is own and reader.registry is REGISTRY
+    assert shared.complete(prompt, max_new_tokens=6).text == reader.answer(
+        "Where was Einstein born?", [text], max_new_tokens=6)
 
 
 def test_langchain_chain_retrieve_compress_answer(reader, store):

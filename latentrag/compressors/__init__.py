@@ -9,7 +9,7 @@ _LAZY = {
     "CrossEncoderReranker": "latentrag.compressors.rerank:CrossEncoderReranker",
     "RelevanceFilter": "latentrag.compressors.relevance:RelevanceFilter",
     "TokenBudgetCompressor": "latentrag.compressors.token_budget:TokenBudgetCompressor",
-    "XRAGReader": "latentrag.compressors.xrag:XRAGReader",
+    "XRAGReader": "latentrag.readers.xrag:XRAGReader",
     "XRAGCompressor": "latentrag.compressors.xrag:XRAGCompressor",
 }
 

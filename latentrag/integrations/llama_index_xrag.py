@@ -40,7 +40,7 @@ class XRAGLLM(CustomLLM):
 
     def reader(self) -> Any:
         if self._reader is None:
-            from latentrag.compressors.xrag import default_reader
+            from latentrag.readers.xrag import default_reader
 
             self._reader = default_reader()
         return self._reader

@@ -40,9 +40,9 @@ import torch
 from tqdm.auto import tqdm
 
 from latentrag.encoders import default_encoder
-from latentrag.models.lm import LanguageModel, load_lm
 from latentrag.models.projector import Projector, ProjectorConfig
-from latentrag.models.xrag_prompt import SLOT, answer_ids, prompt_ids, user_message
+from latentrag.readers.lm import LanguageModel, load_lm
+from latentrag.readers.prompt import SLOT, answer_ids, prompt_ids, user_message
 from latentrag.training.multihop import data_root, expand_paths
 
 logger = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def _chunked_from(classic: Projector, cfg: XRAGTrainConfig) -> Projector:
 
 def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Train, evaluate on the held-out training questions, and save the projector to ``out``."""
-    from latentrag.compressors.xrag import XRAGReader, passage_inputs
+    from latentrag.readers.xrag import XRAGReader, passage_inputs
 
     cfg = cfg or XRAGTrainConfig()
     if cfg.chunks and cfg.tokens_per_doc != 1 + cfg.chunks:
