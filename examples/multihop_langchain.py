@@ -22,8 +22,9 @@ def main() -> None:
     multihop = MultiHopRetriever(store, k=3)
     retriever = LangChainRetriever(retriever=multihop)
     for doc in retriever.invoke(question):
-        print(f"hop {doc.metadata['hop']}  parent={doc.metadata['parent_id']!s:<9} {doc.id:<10} "
-              f"{doc.page_content[:70]}")
+        # how this passage was found (score, hop, parent) is this retrieval's, under metadata["retrieval"]
+        info = {**doc.metadata, **doc.metadata["retrieval"]}
+        print(f"hop {info['hop']}  parent={info['parent_id']!s:<9} {doc.id:<10} {doc.page_content[:70]}")
     print("dense only:", [h.id for h in DenseRetriever(store, k=3).retrieve(question)])
     print(multihop.trace(question))
 

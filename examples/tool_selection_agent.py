@@ -1,7 +1,9 @@
 """Tool selection for a LangChain agent: out of many registered tools, the model is offered only the
 few that a ToolRetriever picks for the request (descriptions + usage examples, no LLM call).
 
-A fake chat model stands in for the LLM so the script runs offline; it prints which tools it was offered.
+A fake chat model stands in for the LLM so the script runs offline; it prints which tools it was offered,
+and the middleware reports them too: the agent state's ``offered_tools`` and a ``latentrag.tools_offered``
+event. With ``keep_turns=1`` a follow-up ("and tomorrow?") keeps the previous turn's tools.
 
     python examples/tool_selection_agent.py
 """
@@ -59,9 +61,14 @@ def main() -> None:
         ("Do I need an umbrella in Oslo?", ["get_weather"]), ("How is Apple trading?", ["stock_price"]),
         ("Tell Anna by mail that I'm late", ["send_email"]), ("Put on some jazz", ["play_music"]),
     ])
-    agent = create_agent(ShowOfferedTools(messages=iter([AIMessage(content="ok")])), tools=tools,
-                         middleware=[ToolSelectionMiddleware(retriever, max_tools=2)])
-    agent.invoke({"messages": [{"role": "user", "content": "Should I take a jacket to Paris tonight?"}]})
+    middleware = ToolSelectionMiddleware(retriever, max_tools=2, keep_turns=1)
+    print(middleware)
+    agent = create_agent(ShowOfferedTools(messages=iter([AIMessage(content="ok")] * 2)), tools=tools,
+                         middleware=[middleware])
+    result = agent.invoke({"messages": [{"role": "user", "content": "Should I take a jacket to Paris tonight?"}]})
+    print("offered_tools:", result["offered_tools"])
+    result = agent.invoke({"messages": [*result["messages"], {"role": "user", "content": "And play some jazz"}]})
+    print("offered_tools after a follow-up:", result["offered_tools"])
 
 
 if __name__ == "__main__":

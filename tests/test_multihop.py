@@ -167,7 +167,7 @@ def test_langchain_standard_suite_and_metadata(store):
 
     lc = LangChainRetriever(retriever=MultiHopRetriever(store, k=4), k=3)
     docs = lc.invoke(BRIDGE)
-    assert len(docs) == 3 and docs[0].id and "hop" in docs[0].metadata
+    assert len(docs) == 3 and docs[0].id and "hop" in docs[0].metadata["retrieval"]
     assert len(lc.invoke(BRIDGE, k=1)) == 1
 
 

@@ -55,6 +55,9 @@ MIN_PROBE_COSINE = 0.99
 class FrameworkStore(BaseStore):
     can_list = False
     can_count = False
+    #: Pickling copies the wrapped framework store with it (an in-memory store is copied; one that is a
+    #: client of a server pickles as its framework allows, or raises).
+    picklable = True
 
     """The latentrag store protocol over a LangChain or LlamaIndex vector store (see the module docs).
 
@@ -300,6 +303,18 @@ class _LlamaIndexBackend(_Backend):
         schema = require("llama_index.core.schema", "llama-index")
         self._types, self._schema = types, schema
         self.vs, self.index = vs, index
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_types"], state["_schema"]  # modules: imported again on load
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from latentrag._optional import require
+
+        self.__dict__.update(state)
+        self._types = require("llama_index.core.vector_stores.types", "llama-index")
+        self._schema = require("llama_index.core.schema", "llama-index")
 
     def own_encoder(self) -> Encoder | None:
         return getattr(self._embed_model(), "encoder", None)

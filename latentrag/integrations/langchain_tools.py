@@ -4,22 +4,46 @@ tools a :class:`~latentrag.retrievers.tools.ToolRetriever` picks for the latest 
 It only ever *removes* tools from the request: every tool it keeps was registered with the agent
 (``create_agent(tools=...)``), so the agent can always execute the model's calls. Tools that the
 retriever knows but the agent does not are skipped; provider tool dicts pass through untouched.
+
+It reports what it offered on every model call, in two places: a ``latentrag.tools_offered`` custom event
+(``astream_events`` and callbacks see it: the tool names, the request text and the turns followed) and the
+agent state field ``offered_tools`` (the names of the latest call; it is in the model node's update, so a
+LangSmith trace shows it, and in the agent's output).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
 from latentrag._optional import require
 
 require("langchain", "langchain")
 
-from langchain.agents.middleware import AgentMiddleware, ModelRequest  # noqa: E402
-from langchain_core.messages import HumanMessage  # noqa: E402
+from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest  # noqa: E402
+from langchain.agents.middleware.types import OmitFromInput  # noqa: E402
+from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event  # noqa: E402
+from langchain_core.messages import AIMessage, HumanMessage  # noqa: E402
 
 from latentrag.errors import InvalidInputError, check_positive_int  # noqa: E402
+from latentrag.validate import short  # noqa: E402
+
+try:  # langchain >= 1.1: a model-call wrapper may return a state update with the response
+    from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
+    from langgraph.types import Command
+except ImportError:  # pragma: no cover - older langchain 1.0: the event alone reports the tools offered
+    ExtendedModelResponse = None  # type: ignore[assignment,misc]
+
+#: The custom event dispatched on every model call.
+EVENT = "latentrag.tools_offered"
+
+
+class ToolSelectionState(AgentState[Any]):
+    """The agent state with ``offered_tools``: the tool names offered to the latest model call."""
+
+    offered_tools: NotRequired[Annotated[list[str], OmitFromInput]]
 
 
 def _text(message: Any) -> str:
@@ -42,9 +66,15 @@ class ToolSelectionMiddleware(AgentMiddleware):
             "and tomorrow?"); ``None`` uses the retriever's own ``keep_turns``.
     """
 
+    state_schema = ToolSelectionState
+
     def __init__(self, retriever: Any, max_tools: int = 5, always_include: Sequence[str] = (),
                  keep_turns: int | None = None) -> None:
         super().__init__()
+        if not all(callable(getattr(retriever, m, None)) for m in ("retrieve", "retrieve_batch")):
+            msg = (f"retriever must be a latentrag ToolRetriever (retrieve and retrieve_batch), got "
+                   f"{type(retriever).__name__} ({short(retriever)}); build one with ToolRetriever.from_tools(tools).")
+            raise InvalidInputError(msg)
         self.retriever = retriever
         self.max_tools = check_positive_int("max_tools", max_tools)
         if isinstance(always_include, str):
@@ -56,6 +86,10 @@ class ToolSelectionMiddleware(AgentMiddleware):
             msg = f"keep_turns must be an integer >= 0 or None, got {keep_turns!r}."
             raise InvalidInputError(msg)
         self.keep_turns = keep_turns
+
+    def __repr__(self) -> str:
+        return (f"ToolSelectionMiddleware({self.retriever!r}, max_tools={self.max_tools}, "
+                f"always_include={self.always_include!r}, keep_turns={self.keep_turns})")
 
     def select_names(self, messages: Sequence[Any]) -> list[str] | None:
         """Tool names for the conversation (``None`` when there is no user message to select on)."""
@@ -86,9 +120,46 @@ class ToolSelectionMiddleware(AgentMiddleware):
         provider = [t for t in tools if isinstance(t, dict)]
         return request.override(tools=[*chosen, *provider])
 
+    def report(self, request: ModelRequest, narrowed: ModelRequest) -> dict[str, Any]:
+        """What the event carries: the tools offered (in order), how many the agent has, the request text
+        and the earlier turns the selection followed."""
+        turns = [_text(m) for m in request.messages if isinstance(m, HumanMessage) and _text(m).strip()]
+        keep = self.retriever.keep_turns if self.keep_turns is None else self.keep_turns
+        return {
+            "offered": [_tool_name(t) for t in narrowed.tools or []],
+            "n_available": len(request.tools or []),
+            "query": turns[-1] if turns else None,
+            "followed_turns": turns[-1 - keep : -1] if keep and len(turns) > 1 else [],
+            "always_include": list(self.always_include),
+        }
+
+    def _respond(self, response: Any, report: dict[str, Any]) -> Any:
+        if ExtendedModelResponse is None:
+            return response
+        if isinstance(response, AIMessage):
+            response = ModelResponse(result=[response])
+        if isinstance(response, ExtendedModelResponse):  # keep an inner command; ours adds the field
+            return response
+        return ExtendedModelResponse(model_response=response, command=Command(update={"offered_tools":
+                                                                                      report["offered"]}))
+
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
-        return handler(self.narrow(request))
+        narrowed = self.narrow(request)
+        report = self.report(request, narrowed)
+        with contextlib.suppress(RuntimeError):  # outside a LangChain run there is no trace for the event
+            dispatch_custom_event(EVENT, report)
+        return self._respond(handler(narrowed), report)
 
     async def awrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]) -> Any:
         narrowed = await asyncio.to_thread(self.narrow, request)
-        return await handler(narrowed)
+        report = self.report(request, narrowed)
+        with contextlib.suppress(RuntimeError):
+            await adispatch_custom_event(EVENT, report)
+        return self._respond(await handler(narrowed), report)
+
+
+def _tool_name(tool: Any) -> str:
+    if isinstance(tool, dict):
+        fn = tool.get("function")
+        return str(fn.get("name") if isinstance(fn, dict) else tool.get("name", tool.get("type", "?")))
+    return str(getattr(tool, "name", type(tool).__name__))

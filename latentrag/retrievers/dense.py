@@ -8,6 +8,7 @@ from latentrag.errors import StoreError
 from latentrag.retrievers.base import BaseRetriever
 from latentrag.stores.base import Filter, Store, check_queries, store_is_empty
 from latentrag.types import Hit
+from latentrag.validate import check_filter
 
 
 class DenseRetriever(BaseRetriever):
@@ -17,16 +18,27 @@ class DenseRetriever(BaseRetriever):
     >>> store = FaissStore.from_texts(["Paris is in France.", "Rome is in Italy."], ids=["p", "r"])
     >>> DenseRetriever(store, k=1).retrieve("Which country is Rome in?")[0].id
     'r'
+
+    ``filter`` (constructor) applies to every call; ``retrieve(q, filter=...)`` narrows one call further.
     """
+
+    technique = "dense"
 
     def __init__(self, store: Store, k: int = 4, *, filter: Filter | None = None) -> None:
         super().__init__(k)
         self.store = store
-        self.filter = filter
+        self.filter = check_filter(filter)
 
-    def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[list[Hit]]:
+    def __repr__(self) -> str:
+        flt = "" if self.filter is None else f", filter={self.filter!r}"
+        return f"DenseRetriever(k={self.k}{flt}, store={self.store!r})"
+
+    def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None, *,
+                        filter: Filter | None = None) -> list[list[Hit]]:
+        """``filter`` is the call's effective filter (the constructor's AND the call's); a direct call of the
+        hook without it uses the constructor's."""
         if store_is_empty(self.store):
             msg = "the store is empty; add documents (store.add(...) or `latentrag index`) before retrieving."
             raise StoreError(msg)
         q = self.store.encoder.encode(queries) if vectors is None else check_queries(vectors, self.store.dim)
-        return self.store.search(q, k, filter=self.filter)
+        return self.store.search(q, k, filter=self.filter if filter is None else filter)

@@ -294,6 +294,9 @@ class MultiHopRetriever(BaseRetriever):
     'r'
     """
 
+    #: Per-query provenance in each hit's metadata; the framework adapters group it with the score.
+    retrieval_keys = frozenset({"hop", "via", "parent_id", "path_score", "similarity", "question_similarity"})
+
     def __init__(
         self,
         store: Store,
@@ -341,24 +344,27 @@ class MultiHopRetriever(BaseRetriever):
                 f"stop_score={s.stop_score}, links={self.links is not None})")
 
     # -------------------------------------------------------------------------------------------- public
-    def trace(self, query: str, k: int | None = None) -> HopTrace:
+    def trace(self, query: str, k: int | None = None, *, filter: Filter | None = None) -> HopTrace:
         """Run one query and return its hop tree (kept and pruned nodes) with the final hits."""
-        return self._run([check_query(query)], self._k(k), None)[0]
+        return self._run([check_query(query)], self._k(k), None, self.effective_filter(filter))[0]
 
     def trace_batch(self, queries: Sequence[str], k: int | None = None,
-                    vectors: np.ndarray | None = None) -> list[HopTrace]:
+                    vectors: np.ndarray | None = None, *, filter: Filter | None = None) -> list[HopTrace]:
         """:meth:`trace` for many queries (optionally with precomputed query embeddings)."""
-        return self._run([check_query(q) for q in queries], self._k(k), vectors)
+        return self._run([check_query(q) for q in queries], self._k(k), vectors, self.effective_filter(filter))
 
-    def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[list[Hit]]:
-        return [t.hits for t in self._run(queries, k, vectors)]
+    def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None, *,
+                        filter: Filter | None = None) -> list[list[Hit]]:
+        return [t.hits for t in self._run(queries, k, vectors, filter)]
 
     # -------------------------------------------------------------------------------------------- core
-    def _run(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[HopTrace]:
+    def _run(self, queries: list[str], k: int, vectors: np.ndarray | None,
+             filter: Filter | None = None) -> list[HopTrace]:
+        flt = self.filter if filter is None else filter  # the call's effective filter (constructor AND call)
         q0 = self._question_vectors(queries, vectors)
-        trees, frontier = self._first_hop(q0, k)
+        trees, frontier = self._first_hop(q0, k, flt)
         linked = (self._link(queries, q0, [t.roots for t in trees], [t.seen for t in trees],
-                             [t.hits for t in trees], k)
+                             [t.hits for t in trees], k, flt)
                   if self.links is not None and self.n_hops > 1 else [[] for _ in queries])
         if self.n_hops == 1:
             for tree in trees:
@@ -366,7 +372,7 @@ class MultiHopRetriever(BaseRetriever):
         for hop in range(2, self.n_hops + 1):
             if not frontier:
                 break
-            frontier = self._expand(hop, frontier, trees, q0)
+            frontier = self._expand(hop, frontier, trees, q0, flt)
         return [HopTrace(query, tree.roots, self._fuse(tree, linked[qi], k), tree.hops_run, tree.stop_reason)
                 for qi, (query, tree) in enumerate(zip(queries, trees, strict=True))]
 
@@ -380,9 +386,9 @@ class MultiHopRetriever(BaseRetriever):
             raise InvalidInputError(msg)
         return q0
 
-    def _first_hop(self, q0: np.ndarray, k: int) -> tuple[list[_Tree], Frontier]:
+    def _first_hop(self, q0: np.ndarray, k: int, filter: Filter | None) -> tuple[list[_Tree], Frontier]:
         """Dense search for every question: the roots of each tree, and the best ``top_n`` as the frontier."""
-        first = self.store.search(q0, max(k, self.top_n), filter=self.filter, with_vectors=True)
+        first = self.store.search(q0, max(k, self.top_n), filter=filter, with_vectors=True)
         trees = [_Tree() for _ in first]
         frontier = Frontier()
         for qi, hits in enumerate(first):
@@ -399,13 +405,14 @@ class MultiHopRetriever(BaseRetriever):
                     frontier.add(qi, node, q0[qi], _vector_of(h, self.store))
         return trees, frontier
 
-    def _expand(self, hop: int, frontier: Frontier, trees: list[_Tree], q0: np.ndarray) -> Frontier:
+    def _expand(self, hop: int, frontier: Frontier, trees: list[_Tree], q0: np.ndarray,
+                filter: Filter | None) -> Frontier:
         """One hop for every branch of every question: one hop-network forward, one batched search, then
         :meth:`_prune` per question. Returns the next frontier."""
         qnext = self.model.next_queries(np.stack(frontier.queries), np.stack(frontier.passages))
         # A next query often finds its own parent (or other passages already in the tree) again:
         # fetch a margin so each branch still gets ``top_n`` new children after redundancy pruning.
-        found = self.store.search(qnext, 2 * self.top_n, filter=self.filter, with_vectors=True)
+        found = self.store.search(qnext, 2 * self.top_n, filter=filter, with_vectors=True)
         cand: dict[int, list[tuple[int, Hit]]] = {}
         for row, hits in enumerate(found):
             seen_q = trees[frontier.question[row]].seen
@@ -491,7 +498,7 @@ class MultiHopRetriever(BaseRetriever):
         return hits
 
     def _link(self, queries: list[str], q0: np.ndarray, roots: list[list[HopNode]], seen: list[set[str]],
-              hits_by_id: list[dict[str, Hit]], k: int) -> list[list[HopNode]]:
+              hits_by_id: list[dict[str, Hit]], k: int, filter: Filter | None) -> list[list[HopNode]]:
         """The passages linked by title from each question and its best ``link_from`` hop-1 hits that
         are not in the tree yet, as nodes (at most ``k`` per question, best first); one ``get`` and one
         ``vectors`` call for the whole batch."""
@@ -520,7 +527,7 @@ class MultiHopRetriever(BaseRetriever):
             nodes: list[tuple[HopNode, HopNode | None]] = []
             for target, parent in targets.items():
                 doc = docs.get(target)
-                if doc is None or not matches(doc.meta, self.filter):
+                if doc is None or not matches(doc.meta, filter):
                     continue
                 sim = float(np.asarray(doc.vector, dtype=np.float32) @ q0[qi])
                 nodes.append((HopNode(target, doc.text, 1 if parent is None else 2, sim, sim + self.settings.link_bonus,

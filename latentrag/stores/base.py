@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import numpy as np
 
 from latentrag.encoders import Encoder
-from latentrag.errors import DuplicateIdError, EncoderMismatchError, InvalidInputError, StoreError
+from latentrag.errors import DuplicateIdError, EncoderMismatchError, InvalidInputError, LatentRagError, StoreError
 from latentrag.types import Hit
 from latentrag.validate import (
     check_filter,
@@ -33,6 +33,113 @@ from latentrag.validate import (
     short,
     unit_rows,
 )
+
+
+class NotPicklableError(LatentRagError, TypeError):
+    """An object cannot be pickled: it is a connection (not a copy of the data), or it holds something that
+    cannot cross a process boundary. Also a ``TypeError``, as pickle's own refusals are."""
+
+
+# ----------------------------------------------------------------------------------------------- pickling
+#: Attributes that belong to the running process: pickling leaves them out, unpickling makes fresh ones.
+_LOCK = type(threading.Lock())
+_RLOCK = type(threading.RLock())
+_THREAD_BOUND: tuple[type, ...] = (_LOCK, _RLOCK, threading.local)
+#: Key under which a pickled state lists its thread-bound attributes.
+_FRESH = "__latentrag_fresh__"
+
+
+def _fresh(kind: str) -> Any:
+    return {"lock": threading.Lock, "rlock": threading.RLock}.get(kind, threading.local)()
+
+
+def split_thread_bound(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``attrs`` without its locks and thread-locals; ``state[_FRESH]`` names them, so
+    :func:`restore_thread_bound` re-creates them (unheld, empty) after unpickling."""
+    state: dict[str, Any] = {}
+    fresh: dict[str, str] = {}
+    for key, value in attrs.items():
+        if isinstance(value, _RLOCK):
+            fresh[key] = "rlock"
+        elif isinstance(value, _LOCK):
+            fresh[key] = "lock"
+        elif isinstance(value, threading.local):
+            fresh[key] = "local"
+        else:
+            state[key] = value
+    state[_FRESH] = fresh
+    return state
+
+
+def restore_thread_bound(obj: Any, state: Mapping[str, Any]) -> None:
+    """Set ``obj``'s attributes from a state made by :func:`split_thread_bound`, with fresh locks."""
+    values = dict(state)
+    fresh = values.pop(_FRESH, {})
+    obj.__dict__.update(values)
+    for key, kind in fresh.items():
+        obj.__dict__[key] = _fresh(kind)
+
+
+def _own_pickling(cls: type) -> bool:
+    """True when ``cls`` (or a base other than ``object``) defines how it pickles."""
+    inherited = any(getattr(cls, name) is not getattr(object, name) for name in ("__reduce__", "__reduce_ex__",
+                                                                              "__getstate__"))
+    return inherited or hasattr(cls, "__setstate__")
+
+
+def _rebuild(cls: type[Any], state: dict[str, Any]) -> Any:
+    obj = object.__new__(cls)
+    restore_thread_bound(obj, state)
+    return obj
+
+
+class _LockFree:
+    """Pickles a latentrag helper object without its locks and thread-locals (see :func:`portable`)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self.obj), split_thread_bound(vars(self.obj)))
+
+
+def portable(value: Any) -> Any:
+    """``value``, or a stand-in that pickles it without its locks and thread-locals when it is a latentrag
+    object that holds some and has no pickling of its own (title links, a reranker's tokenizer cache).
+    Unpickling gives the object itself, with fresh locks."""
+    cls = type(value)
+    if (not cls.__module__.startswith("latentrag.") or not hasattr(value, "__dict__") or _own_pickling(cls)
+            or cls.__new__ is not object.__new__):
+        return value
+    if any(isinstance(v, _THREAD_BOUND) for v in vars(value).values()):
+        return _LockFree(value)
+    return value
+
+
+class Pickled:
+    """Pickles ``obj`` on its own, so that a failure names the part that failed (``what``) with a typed
+    :class:`NotPicklableError` instead of a bare ``TypeError`` from deep inside, or a silent drop."""
+
+    __slots__ = ("hint", "obj", "what")
+
+    def __init__(self, obj: Any, what: str, hint: str = "") -> None:
+        self.obj, self.what, self.hint = obj, what, hint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import pickle
+
+        try:
+            data = pickle.dumps(portable(self.obj), protocol=pickle.HIGHEST_PROTOCOL)
+        except NotPicklableError:
+            raise
+        except Exception as exc:
+            msg = (f"{self.what} ({type(self.obj).__name__}) cannot be pickled: {type(exc).__name__}: {exc}. "
+                   f"{self.hint or 'Build it again in the other process instead of pickling it.'}")
+            raise NotPicklableError(msg) from exc
+        return pickle.loads, (data,)
+
 
 #: Metadata filter: every key must equal the given value (a list value means "any of"); see
 #: :mod:`latentrag.validate` for the exact semantics, which every backend shares.
@@ -141,12 +248,32 @@ class BaseStore(ABC):
     #: ``len()`` is exact.
     can_count: ClassVar[bool] = True
 
+    #: ``pickle`` copies the store (documents, vectors, index). A store that is a connection to a database
+    #: is not a copy of the data and leaves this False: pickling it raises :class:`NotPicklableError`.
+    picklable: ClassVar[bool] = False
+
     encoder: Encoder
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         #: Counts writes made through this object (add, upsert, delete).
         self.revision = 0
+
+    # ----------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """The store's state without its lock (re-created on load); refused for connection stores."""
+        if not self.picklable:
+            msg = (
+                f"{type(self).__name__} cannot be pickled: it is a connection to {self._where()}, not a copy of "
+                f"the data. Open it again in the other process (latentrag.stores.uri.open_store(URI) or the "
+                f"constructor), or copy the documents into a FaissStore."
+            )
+            raise NotPicklableError(msg)
+        with self._lock:
+            return split_thread_bound(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        restore_thread_bound(self, state)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -164,6 +291,51 @@ class BaseStore(ABC):
         store = cls(**options)
         store.add(texts, ids=ids, metadatas=metadatas, vectors=vectors)
         return store
+
+    @classmethod
+    def from_documents(cls, documents: Sequence[Any], *, vectors: np.ndarray | None = None, **options: Any) -> Self:
+        """A new store ``cls(**options)`` holding LangChain ``Document``s: ``Document.id`` is the id (a fresh
+        uuid when it is ``None``), ``page_content`` the text, ``metadata`` the metadata.
+
+        Needs ``langchain-core``; see :func:`latentrag.integrations.langchain.from_documents`."""
+        from latentrag.integrations.langchain import from_documents
+
+        return from_documents(documents, store_class=cls, vectors=vectors, **options)
+
+    @classmethod
+    def from_nodes(cls, nodes: Sequence[Any], *, use_embeddings: bool = False, **options: Any) -> Self:
+        """A new store ``cls(**options)`` holding LlamaIndex nodes (``TextNode``, ``Document`` or
+        ``NodeWithScore``): ``node_id`` is the id, the node's text the text, ``metadata`` the metadata.
+        ``use_embeddings=True`` keeps the nodes' own embeddings (they must come from this store's encoder).
+
+        Needs ``llama-index-core``; see :func:`latentrag.integrations.llama_index.from_nodes`."""
+        from latentrag.integrations.llama_index import from_nodes
+
+        return from_nodes(nodes, store_class=cls, use_embeddings=use_embeddings, **options)
+
+    def as_retriever(self, technique: str = "dense", *, framework: str | None = None, **options: Any) -> Any:
+        """A retriever over this store: ``technique`` is ``"dense"`` or ``"multi-hop"``; ``framework=None``
+        gives the latentrag retriever, ``"langchain"`` a LangChain ``BaseRetriever`` and ``"llama_index"``
+        a LlamaIndex ``BaseRetriever``. ``options`` are the retriever's (``k``, ``filter``, ``n_hops``, ...),
+        plus each framework's own spelling: LangChain's ``search_kwargs={"k": 3, "filter": {...}}`` and
+        LlamaIndex's ``similarity_top_k`` and ``filters``.
+
+        >>> store.as_retriever("multi-hop", framework="langchain", search_kwargs={"k": 5})  # doctest: +SKIP
+        """
+        from latentrag.retrievers.base import retriever_for
+
+        if framework is None:
+            return retriever_for(self, technique, **options)
+        if framework == "langchain":
+            from latentrag.integrations.langchain import LangChainRetriever
+
+            return LangChainRetriever.from_store(self, technique, **options)
+        if framework in ("llama_index", "llama-index", "llamaindex"):
+            from latentrag.integrations.llama_index import LlamaIndexRetriever
+
+            return LlamaIndexRetriever.from_defaults(store=self, technique=technique, **options)
+        msg = f"framework must be None, 'langchain' or 'llama_index', got {short(framework)}."
+        raise InvalidInputError(msg)
 
     @property
     def dim(self) -> int:

@@ -305,6 +305,35 @@ class FaissStore(BaseStore):
                 size += int(self._vecs.nbytes)
             return size
 
+    # ----------------------------------------------------------------- pickling
+    #: pickle copies the whole store: documents, vectors and the faiss index (as faiss.serialize_index bytes).
+    picklable = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A consistent snapshot under the store's lock; the encoder pickles by name (a loaded model is
+        reused on load), the faiss index as its serialized bytes."""
+        with self._lock:
+            state = super().__getstate__()
+            # copies of the containers a write changes in place, so a concurrent write cannot change them while
+            # pickle runs (``_vecs`` is only ever replaced, never written into: it needs no copy)
+            state.update(_row_ids=list(self._row_ids), _row=dict(self._row), _texts=list(self._texts),
+                         _metas=list(self._metas), _alive=self._alive.copy(),
+                         _index=None if self._index is None else faiss.serialize_index(self._index))
+            return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        raw = state.get("_index")
+        if raw is not None:
+            index: Any = faiss.deserialize_index(np.asarray(raw, dtype=np.uint8))
+            if state.get("index_type") == "hnsw":
+                index.hnsw.efSearch = state["ef_search"]
+            if state.get("index_type") == "ivfpq":
+                index.make_direct_map()
+                index.nprobe = min(state["nprobe"], index.nlist)
+            state["_index"] = index
+        super().__setstate__(state)
+
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save atomically into the folder ``path``; the previous save stays loadable until the switch, and
