@@ -50,7 +50,7 @@ from pydantic import ConfigDict, Field  # noqa: E402
 from latentrag.compressors.base import Compressor  # noqa: E402
 from latentrag.errors import InvalidInputError, check_positive_int  # noqa: E402
 from latentrag.retrievers.base import BaseRetriever as CoreRetriever  # noqa: E402
-from latentrag.retrievers.base import Retriever  # noqa: E402
+from latentrag.retrievers.base import Retriever, check_retriever  # noqa: E402
 from latentrag.stores.base import Pickled  # noqa: E402
 from latentrag.types import Hit  # noqa: E402
 from latentrag.validate import short  # noqa: E402
@@ -170,18 +170,6 @@ def from_documents(
                                   **store_options)
 
 
-def _check_retriever(retriever: Any, where: str) -> None:
-    if isinstance(retriever, BaseRetriever):
-        msg = (f"{where}: retriever is already a LangChain retriever ({type(retriever).__name__}); use it directly, "
-               f"or pass a latentrag retriever (DenseRetriever, MultiHopRetriever, ToolRetriever).")
-        raise InvalidInputError(msg)
-    if not isinstance(retriever, Retriever):
-        msg = (f"{where}: retriever must be a latentrag retriever (anything with retrieve(query, k) and async "
-               f"aretrieve(query, k)), got {type(retriever).__name__} ({short(retriever)}); for example "
-               f"DenseRetriever(store) or MultiHopRetriever(store).")
-        raise InvalidInputError(msg)
-
-
 def _option_names(retriever: Any) -> tuple[tuple[str, ...], bool]:
     """The keyword options ``retriever.retrieve`` takes per call, and whether it takes any (``**kwargs``)."""
     names = getattr(retriever, "call_options", None)
@@ -220,7 +208,7 @@ class LangChainRetriever(BaseRetriever):
     retrieval_key: str | None = DEFAULT_RETRIEVAL_KEY
 
     def __init__(self, retriever: Retriever | None = None, **data: Any) -> None:
-        _check_retriever(retriever, "LangChainRetriever")
+        check_retriever(retriever, foreign=BaseRetriever, framework="LangChain", where="LangChainRetriever")
         k = data.get("k")
         if k is not None:
             check_positive_int("k", k)

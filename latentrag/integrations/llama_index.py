@@ -41,7 +41,7 @@ from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNo
 from latentrag.compressors.base import Compressor  # noqa: E402
 from latentrag.errors import InvalidInputError, check_positive_int  # noqa: E402
 from latentrag.retrievers.base import BaseRetriever as CoreRetriever  # noqa: E402
-from latentrag.retrievers.base import Retriever, combine_filters  # noqa: E402
+from latentrag.retrievers.base import Retriever, check_retriever, combine_filters  # noqa: E402
 from latentrag.stores.base import Pickled  # noqa: E402
 from latentrag.types import Hit  # noqa: E402
 from latentrag.validate import short  # noqa: E402
@@ -173,7 +173,7 @@ class LlamaIndexRetriever(BaseRetriever):
     def __init__(self, retriever: Retriever, k: int | None = None, callback_manager: CallbackManager | None = None,
                  use_query_embedding: bool = True, *, similarity_top_k: int | None = None, filters: Any = None,
                  object_map: dict[str, Any] | None = None, verbose: bool = False) -> None:
-        _check_retriever(retriever)
+        check_retriever(retriever, foreign=BaseRetriever, framework="LlamaIndex")
         if k is not None and similarity_top_k is not None and k != similarity_top_k:
             msg = f"k={k!r} and similarity_top_k={similarity_top_k!r} disagree; give one of them."
             raise InvalidInputError(msg)
@@ -260,18 +260,6 @@ class LlamaIndexRetriever(BaseRetriever):
         self.__dict__.update(state)
         if self.__dict__.get("callback_manager") is None:
             self.callback_manager = CallbackManager([])
-
-
-def _check_retriever(retriever: Any) -> None:
-    if isinstance(retriever, BaseRetriever):
-        msg = (f"retriever is already a LlamaIndex retriever ({type(retriever).__name__}); use it directly, or pass "
-               f"a latentrag retriever (DenseRetriever, MultiHopRetriever, ToolRetriever).")
-        raise InvalidInputError(msg)
-    if not isinstance(retriever, Retriever):
-        msg = (f"retriever must be a latentrag retriever (anything with retrieve(query, k) and async "
-               f"aretrieve(query, k)), got {type(retriever).__name__} ({short(retriever)}); for example "
-               f"DenseRetriever(store) or MultiHopRetriever(store).")
-        raise InvalidInputError(msg)
 
 
 def _call_options(retriever: Any) -> tuple[str, ...]:

@@ -206,3 +206,18 @@ def retriever_for(store: Any, technique: str = "dense", **options: Any) -> BaseR
         return MultiHopRetriever(store, **options)
     msg = f"technique must be one of {list(TECHNIQUES)}, got {short(technique)}."
     raise InvalidInputError(msg)
+
+
+def check_retriever(retriever: Any, *, foreign: type, framework: str, where: str = "") -> None:
+    """Raise :class:`InvalidInputError` unless ``retriever`` is a latentrag retriever; ``foreign`` is the
+    framework's own retriever base (``framework`` names it), which an adapter must not wrap."""
+    prefix = f"{where}: " if where else ""
+    if isinstance(retriever, foreign):
+        msg = (f"{prefix}retriever is already a {framework} retriever ({type(retriever).__name__}); use it directly, "
+               f"or pass a latentrag retriever (DenseRetriever, MultiHopRetriever, ToolRetriever).")
+        raise InvalidInputError(msg)
+    if not isinstance(retriever, Retriever):
+        msg = (f"{prefix}retriever must be a latentrag retriever (anything with retrieve(query, k) and async "
+               f"aretrieve(query, k)), got {type(retriever).__name__} ({short(retriever)}); for example "
+               f"DenseRetriever(store) or MultiHopRetriever(store).")
+        raise InvalidInputError(msg)
