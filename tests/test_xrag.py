@@ -258,3 +258,26 @@ def test_llama_index_query_engine_with_xrag_llm(reader, store):
     assert "spielberg" in str(response).lower()
     assert all(n.node.get_content().startswith("<xrag:") for n in response.source_nodes)
     assert "original_text" in response.source_nodes[0].node.excluded_llm_metadata_keys
+
+
+def test_bf16_path_agrees_with_fp32(reader, monkeypatch, caplog):
+    # The fallback and the fast path give the same greedy answers (bf16 is emulated, so slow, on CPUs without
+    # native bf16: two short answers only). The fp32 weights stay as they are for readers that asked for them.
+    from latentrag.readers.lm import load_lm
+    from latentrag.readers.xrag import XRAGReader
+
+    fp32 = XRAGReader(precision="fp32")
+    bf16 = XRAGReader(precision="bf16")
+    assert "path='torch-fp32'" in repr(fp32) and "path='torch-bf16'" in repr(bf16)
+    assert next(bf16.lm.model.parameters()).dtype == torch.bfloat16
+    assert next(fp32.lm.model.parameters()).dtype == torch.float32
+    for q in ("Who directed Jaws?", "Where was Einstein born?"):
+        assert bf16.answer(q, PASSAGES[:2], mode="text", max_new_tokens=6) == fp32.answer(
+            q, PASSAGES[:2], mode="text", max_new_tokens=6)
+    assert load_lm(precision="bf16") is bf16.lm  # loaded once per precision
+    with pytest.raises(ModelLoadError, match="no int8 path"):
+        load_lm(precision="int8")
+    monkeypatch.setenv("LATENTRAG_PRECISION", "int8")  # set for the encoder: the LM warns and chooses itself
+    with caplog.at_level("WARNING", logger="latentrag.device"):
+        assert load_lm().path.precision in ("fp32", "bf16")
+    assert "has no int8 path" in caplog.text

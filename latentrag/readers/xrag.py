@@ -57,6 +57,8 @@ class XRAGReader:
     trained on a smaller budget also ships). A projector trained for another encoder or LM raises
     :class:`~latentrag.errors.EncoderMismatchError`. With a given ``projector``, ``tokens_per_doc`` must
     match it (``None``: the projector's). Generation is greedy and stops at the end of the first line.
+    ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``) is the LM's (see :func:`~latentrag.readers.lm.load_lm`):
+    bf16 weights and KV cache where the CPU has native bf16, fp32 elsewhere; ``repr`` shows the path taken.
 
     >>> reader = XRAGReader()                                                    # doctest: +SKIP
     >>> reader.answer("Where was Einstein born?", ["Albert Einstein was born in Ulm."])  # doctest: +SKIP
@@ -72,6 +74,7 @@ class XRAGReader:
         encoder: Encoder | str | None = None,
         max_text_tokens: int = MAX_TEXT_TOKENS,
         registry: SoftContextRegistry | None = None,
+        precision: str = "auto",
     ) -> None:
         if registry is not None and not isinstance(registry, SoftContextRegistry):
             msg = f"registry must be a SoftContextRegistry, got {type(registry).__name__}."
@@ -82,7 +85,7 @@ class XRAGReader:
             check_positive_int("tokens_per_doc", tokens_per_doc)
         if projector is None:  # the shipped projector for this token count (the default one for None), checked
             projector = Projector.load(shipped_dir(tokens_per_doc))  # before the slow LM load
-        self.lm = lm if isinstance(lm, LanguageModel) else load_lm(lm)
+        self.lm = lm if isinstance(lm, LanguageModel) else load_lm(lm, precision)
         self.encoder = default_encoder() if encoder is None else load_encoder(encoder)
         self.projector = projector if isinstance(projector, Projector) else Projector.load(projector)
         self.projector.check_pair(self.encoder.name, self.encoder.dim, self.lm.name, self.lm.hidden_size)
@@ -101,6 +104,11 @@ class XRAGReader:
         # LM-head logits for the last position only (most of the prefill's vocabulary projection is skipped)
         params = inspect.signature(self.lm.model.forward).parameters
         self._last_logits: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    def __repr__(self) -> str:
+        path = "fp32" if self.lm.path is None else str(self.lm.path)
+        return (f"XRAGReader(lm={self.lm.name!r}, path={path!r}, tokens_per_doc={self.tokens_per_doc}, "
+                f"encoder={self.encoder.name!r})")
 
     def _line_end_ids(self) -> set[int]:
         tok = self.lm.tokenizer

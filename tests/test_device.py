@@ -1,0 +1,239 @@
+"""latentrag.device (CPU features, the path each model takes, the LATENTRAG_PRECISION override) and the
+agreement of every path with the fast one, so machines without AMX keep working.
+
+Tolerances (each against the path ``precision="auto"`` takes on this machine): fp32 paths cosine >= 0.9999
+per embedding, bf16 >= 0.999, int8 >= 0.998 (its measured minimum is 0.9988); on every path the same top-3
+demo-corpus passages (as a set, same first) for each query below, and for the cross-encoder the same top-3
+candidates and logits within 1e-3 between fp32 paths, 0.1 across precisions.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import numpy as np
+import pytest
+
+from latentrag import FaissStore, InvalidInputError
+from latentrag import device as dev
+from latentrag.encoders import (
+    DEFAULT_ENCODER_NAME,
+    OnnxMiniLMEncoder,
+    bert_fusable,
+    default_encoder,
+    plan_batches,
+    shipped_encoder,
+    shipped_paths,
+)
+
+QUERIES = ["Who directed Jaws?", "Where was Einstein born?", "a song about peace by a Beatle",
+           "which antibiotic did Fleming find", "the river through Vienna and Budapest", "how do bees live"]
+MIN_COSINE = {"fp32": 0.9999, "bf16": 0.999, "int8": 0.998}
+
+CPUINFO = """processor\t: 0
+model name\t: Example CPU
+physical id\t: 0
+core id\t: 0
+flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16
+
+processor\t: 1
+model name\t: Example CPU
+physical id\t: 0
+core id\t: 0
+flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16
+
+processor\t: 2
+model name\t: Example CPU
+physical id\t: 0
+core id\t: 1
+flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16
+"""
+
+
+def features(flags: str, mkldnn_bf16: bool | None = True) -> dev.CpuFeatures:
+    return dev.CpuFeatures("test", frozenset(flags.split()), 2, 2, torch_mkldnn_bf16=mkldnn_bf16)
+
+
+def test_parse_cpuinfo_counts_physical_cores_and_respects_affinity():
+    model, flags, logical, physical = dev.parse_cpuinfo(CPUINFO)
+    assert model == "Example CPU" and {"amx_bf16", "avx512_bf16", "avx512_vnni"} <= flags
+    assert (logical, physical) == (3, 2)  # processors 0 and 1 are hyperthreads of one core
+    assert dev.parse_cpuinfo(CPUINFO, allowed={0, 1})[2:] == (2, 1)
+
+
+@pytest.mark.parametrize(("flags", "mkldnn", "isa", "native"), [
+    ("avx2 avx512f avx512_bf16 amx_tile amx_bf16", True, "AMX-BF16", True),
+    ("avx2 avx512f avx512_vnni avx512_bf16", True, "AVX512-BF16", True),
+    ("avx2 avx512f avx512_vnni", True, "AVX512-VNNI", False),
+    ("avx2", None, "AVX2", False),
+    ("avx2 amx_bf16", False, "AMX-BF16", False),  # torch's oneDNN says no: not used
+])
+def test_native_bf16_needs_the_instructions_and_torch(flags, mkldnn, isa, native):
+    f = features(flags, mkldnn)
+    assert f.isa == isa and f.native_bf16 is native
+
+
+def test_this_machine_is_described():
+    f = dev.cpu_features()
+    assert f.logical_cpus >= 1 and f.physical_cores >= 1 and dev.threads() >= 1
+    assert set(f.summary()) >= {"isa", "native_bf16", "threads"}
+
+
+OFFERED = [("torch", "bf16"), ("onnx", "fp32"), ("torch", "fp32"), ("onnx", "int8")]
+
+
+def test_choose_path_rule_and_override(monkeypatch, caplog):
+    monkeypatch.delenv(dev.ENV_PRECISION, raising=False)
+    monkeypatch.setattr(dev, "cpu_features", lambda: features("avx2 avx512f avx512_bf16 amx_bf16"))
+    assert str(dev.choose_path("m-amx", OFFERED)) == "torch-bf16"
+    monkeypatch.setattr(dev, "cpu_features", lambda: features("avx2"))
+    path = dev.choose_path("m-avx2", OFFERED)
+    assert str(path) == "onnx-fp32" and "no native bf16" in path.reason  # first fp32 offered
+    assert str(dev.choose_path("m-avx2", OFFERED[2:])) == "torch-fp32"  # no onnxruntime
+    assert str(dev.choose_path("m-avx2", OFFERED, "int8")) == "onnx-int8"  # int8 only when asked
+    monkeypatch.setenv(dev.ENV_PRECISION, "BF16")
+    assert str(dev.choose_path("m-env", OFFERED)) == "torch-bf16"
+    assert dev.choose_path("m-env", OFFERED).reason.startswith(f"{dev.ENV_PRECISION}=bf16; no native bf16")
+    assert str(dev.choose_path("m-env", OFFERED, "fp32")) == "onnx-fp32"  # an argument beats the variable
+    with caplog.at_level(logging.WARNING, logger="latentrag.device"):
+        assert str(dev.choose_path("m-env", [("torch", "fp32")])) == "torch-fp32"
+    assert "has no bf16 path" in caplog.text
+    monkeypatch.setenv(dev.ENV_PRECISION, "fp16")
+    with pytest.raises(InvalidInputError, match="LATENTRAG_PRECISION must be one of auto, fp32, bf16, int8"):
+        dev.choose_path("m", OFFERED)
+
+
+def test_path_is_logged_once(monkeypatch, caplog):
+    monkeypatch.delenv(dev.ENV_PRECISION, raising=False)
+    with caplog.at_level(logging.INFO, logger="latentrag.device"):
+        for _ in range(3):
+            dev.choose_path("log-once-model", OFFERED)
+    assert caplog.text.count("log-once-model runs") == 1
+
+
+def test_threads_override(monkeypatch):
+    monkeypatch.setenv(dev.ENV_THREADS, "3")
+    assert dev.threads() == 3
+    monkeypatch.setenv(dev.ENV_THREADS, "zero")
+    with pytest.raises(InvalidInputError, match="LATENTRAG_THREADS must be a positive integer"):
+        dev.threads()
+
+
+def test_short_queries_never_pay_for_a_long_passage():
+    lengths = [12] * 64 + [256]
+    batches = plan_batches(lengths, max_batch=64, max_tokens=4096)
+    assert [64] in batches and all(len(b) <= 64 for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(65))
+    for b in batches:  # padding bounded, token budget respected (one over-long text may stand alone)
+        widths = [lengths[i] for i in b]
+        assert max(widths) <= 1.25 * min(widths) + 8 and (len(b) == 1 or len(b) * max(widths) <= 4096)
+
+
+def test_bert_fusable_says_why_not():
+    assert bert_fusable({"model_type": "bert", "hidden_act": "gelu", "hidden_size": 384,
+                         "num_attention_heads": 12}) is None
+    assert "not 'bert'" in (bert_fusable({"model_type": "roberta"}) or "")
+    assert "gelu_new" in (bert_fusable({"model_type": "bert", "hidden_act": "gelu_new"}) or "")
+
+
+# ------------------------------------------------------------------ every path agrees with the fast one
+
+
+def _fallback_precisions() -> list[str]:
+    return sorted({p for _, p in shipped_paths()})
+
+
+@pytest.fixture(scope="module")
+def fast(encoder, corpus):
+    texts = [f"{d['title']}: {d['text']}" for d in corpus]
+    return encoder, texts, encoder.encode(texts), encoder.encode(QUERIES)
+
+
+def _top3(q: np.ndarray, docs: np.ndarray) -> list[list[int]]:
+    return [list(np.argsort(-row, kind="stable")[:3]) for row in q @ docs.T]
+
+
+@pytest.mark.parametrize("precision", _fallback_precisions())
+def test_forced_path_agrees_with_the_fast_path(precision, fast, monkeypatch):
+    encoder, texts, docs, queries = fast
+    if precision == "bf16" and not dev.cpu_features().native_bf16:
+        # emulated bf16 is slow: rank among each query's top-4 contenders only
+        keep = sorted({int(i) for row in queries @ docs.T for i in np.argsort(-row)[:4]})
+        texts, docs = [texts[i] for i in keep], docs[keep]
+    monkeypatch.setenv(dev.ENV_PRECISION, precision)
+    forced = shipped_encoder(cache_size=0)  # fresh, on the forced path
+    assert forced.path is not None and forced.path.precision == precision
+    assert forced.name == DEFAULT_ENCODER_NAME and precision in repr(forced)
+    got_docs, got_q = forced.encode(texts), forced.encode(QUERIES)
+    cos = np.concatenate([(got_docs * docs).sum(1), (got_q * queries).sum(1)])
+    assert cos.min() >= MIN_COSINE[precision], (forced.path, float(cos.min()))
+    for want, got in zip(_top3(queries, docs), _top3(got_q, got_docs), strict=True):
+        assert got[0] == want[0] and set(got) == set(want)
+    chunks = forced.encode_chunks(texts[:3], 2)  # chunk embeddings work on every path
+    assert chunks.shape == (3, 3, 384)
+    assert (chunks[:, 0] * docs[:3]).sum(1).min() >= MIN_COSINE[precision]
+
+
+def test_torch_fp32_and_fused_onnx_fp32_agree(fast):
+    pytest.importorskip("onnxruntime")
+    encoder, texts, docs, _ = fast
+    torch_fp32 = shipped_encoder("torch", "fp32")
+    fused = OnnxMiniLMEncoder(precision="fp32")
+    a, b = torch_fp32.encode(texts[:12]), fused.encode(texts[:12])
+    assert (a * b).sum(1).min() > 0.99999
+    assert str(fused.path) == "onnx-fp32" and "onnx-fp32" in repr(fused)
+
+
+def test_default_encoder_follows_the_override(monkeypatch):
+    monkeypatch.setenv(dev.ENV_PRECISION, "fp32")
+    enc = default_encoder()
+    assert enc.path is not None and enc.path.precision == "fp32" and default_encoder() is enc
+    monkeypatch.delenv(dev.ENV_PRECISION)
+    assert default_encoder().path is not None
+
+
+@pytest.mark.skipif(not any(p == "int8" for _, p in shipped_paths()), reason="int8 ONNX (latentrag[onnx]) missing")
+def test_stores_built_on_one_path_load_on_another(tmp_path, corpus, monkeypatch):
+    texts = [f"{d['title']}: {d['text']}" for d in corpus[:10]]
+    int8 = OnnxMiniLMEncoder(precision="int8")
+    FaissStore.from_texts(texts, ids=[d["id"] for d in corpus[:10]], encoder=int8).save(tmp_path / "s")
+    other = shipped_encoder("auto", "fp32")
+    store = FaissStore.load(tmp_path / "s", encoder=other)
+    assert store.encoder is other and store.search(other.encode(["Who directed Jaws?"]), 1)[0][0].id == "jaws"
+    store.save(tmp_path / "t")  # and back: a store saved with the fp32 path loads with int8
+    assert FaissStore.load(tmp_path / "t", encoder=int8).encoder is int8
+
+
+def test_path_survives_pickling():
+    path = dev.ExecutionPath("onnx", "fp32", 2, "test")
+    assert pickle.loads(pickle.dumps(path)) == path
+
+
+# ------------------------------------------------------------------ the cross-encoder's paths
+
+
+RERANK_Q = "Who directed the film Jaws?"
+
+
+def test_reranker_paths_agree(corpus, encoder, monkeypatch):
+    from latentrag.compressors import CrossEncoderReranker
+
+    texts = [f"{d['title']}: {d['text']}" for d in corpus[: 16 if dev.cpu_features().native_bf16 else 8]]
+    monkeypatch.delenv(dev.ENV_PRECISION, raising=False)
+    fast_rr = CrossEncoderReranker(encoder=encoder)
+    want = np.asarray(fast_rr.logits(RERANK_Q, texts))
+    want_top = list(np.argsort(-np.asarray(fast_rr.score(RERANK_Q, texts)))[:3])
+    assert str(fast_rr.path) in repr(fast_rr)
+    forced = [CrossEncoderReranker(encoder=encoder, backend="torch", precision="fp32")]  # the plain torch path
+    monkeypatch.setenv(dev.ENV_PRECISION, "bf16")
+    forced.append(CrossEncoderReranker(encoder=encoder))
+    assert [str(r.path) for r in forced] == ["torch-fp32", "torch-bf16"]
+    for rr in forced:
+        got = np.asarray(rr.logits(RERANK_Q, texts))
+        tolerance = 1e-3 if rr.path.precision == fast_rr.path.precision else 0.1
+        assert np.abs(got - want).max() < tolerance, rr.path
+        top = list(np.argsort(-np.asarray(rr.score(RERANK_Q, texts)))[:3])
+        assert top[0] == want_top[0] and set(top) == set(want_top), rr.path
+    with pytest.raises(InvalidInputError, match="backend must be"):
+        CrossEncoderReranker(backend="gpu")
