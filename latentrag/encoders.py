@@ -194,6 +194,17 @@ class BaseEncoder(ABC):
                 self.cache.put_many([keys[i] for i in todo], out[todo])
         return out
 
+    #: How to build this encoder again in another process: ``(kind, args, kwargs)`` for
+    #: :func:`_rebuild_encoder`, set by the constructors and factories; None for custom encoders.
+    _recipe: tuple[str, tuple[Any, ...], dict[str, Any]] | None = None
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickles as its recipe, not its model: unpickling builds the encoder again (in the same process
+        the shipped default is the already-loaded object, so stores and retrievers share it)."""
+        if self._recipe is None:
+            return super().__reduce_ex__(protocol)
+        return _rebuild_encoder, self._recipe
+
     def __repr__(self) -> str:
         where = "" if self.path is None else f", path={str(self.path)!r}, threads={self.path.threads}"
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}{where})"
@@ -276,6 +287,10 @@ class SentenceTransformerEncoder(BaseEncoder):
             import torch
 
             body.to(torch.bfloat16)
+        if isinstance(model, (str, os.PathLike)):
+            self._recipe = ("st", (str(model),), {
+                "name": self.name, "device": device, "batch_size": batch_size, "cache_size": cache_size,
+                "max_length": max_length, "precision": self.path.precision, "max_batch_tokens": max_batch_tokens})
 
     def _lengths(self, texts: list[str]) -> list[int]:
         if self._counter is None:
@@ -389,6 +404,10 @@ class OnnxMiniLMEncoder(BaseEncoder):
         self.name = DEFAULT_ENCODER_NAME
         self.precision = precision
         self.path = take_path(self.name, ExecutionPath("onnx", precision, n_threads, "requested"))
+        self._recipe = ("onnx", (), {
+            "precision": precision, "model_path": None if model_path is None else str(model_path),
+            "tokenizer_path": str(tokenizer_path), "batch_size": batch_size, "cache_size": cache_size,
+            "max_length": max_length, "threads": threads, "max_batch_tokens": max_batch_tokens})
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Right-padded ``(input_ids, attention_mask)``, both int64 of shape (n, longest)."""
@@ -656,10 +675,14 @@ def shipped_encoder(backend: str = "auto", precision: str = "auto", *, cache_siz
     """A new encoder of the shipped all-MiniLM-L6-v2 on the path :func:`latentrag.device.choose_path` picks
     among :func:`shipped_paths` (``precision`` or ``$LATENTRAG_PRECISION`` can force one). ``options``
     (``batch_size``, ``max_length``, ``max_batch_tokens``, ``device``) go to the encoder."""
+    recipe: tuple[str, tuple[Any, ...], dict[str, Any]] = ("shipped", (backend, precision),
+                                                           {"cache_size": cache_size, **options})
     device = options.pop("device", "cpu")
     if not str(device).startswith("cpu"):  # an accelerator: sentence-transformers fp32 there
-        return SentenceTransformerEncoder(_shipped_minilm_path(), name=DEFAULT_ENCODER_NAME, device=device,
-                                          cache_size=cache_size, precision="fp32", **options)
+        gpu = SentenceTransformerEncoder(_shipped_minilm_path(), name=DEFAULT_ENCODER_NAME, device=device,
+                                         cache_size=cache_size, precision="fp32", **options)
+        gpu._recipe = recipe
+        return gpu
     path = choose_path(DEFAULT_ENCODER_NAME, shipped_paths(backend), precision)
     enc: BaseEncoder
     if path.backend == "onnx":
@@ -668,6 +691,7 @@ def shipped_encoder(backend: str = "auto", precision: str = "auto", *, cache_siz
         enc = SentenceTransformerEncoder(_shipped_minilm_path(), name=DEFAULT_ENCODER_NAME, cache_size=cache_size,
                                          precision=path.precision, **options)
     enc.path = path
+    enc._recipe = recipe
     return enc
 
 
@@ -691,7 +715,23 @@ def default_encoder(backend: str = "auto", cache_size: int = 10_000, precision: 
 
 @lru_cache(maxsize=8)
 def _default_encoder(backend: str, cache_size: int, resolved: str, precision: str) -> BaseEncoder:
-    return shipped_encoder(backend, precision, cache_size=cache_size)
+    enc = shipped_encoder(backend, precision, cache_size=cache_size)
+    enc._recipe = ("default", (backend, cache_size, precision), {})
+    return enc
+
+
+def _rebuild_encoder(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseEncoder:
+    """Unpickling of the encoders of this module (see :meth:`BaseEncoder.__reduce_ex__`)."""
+    if kind == "default":
+        return default_encoder(*args)
+    if kind == "shipped":
+        return shipped_encoder(*args, **kwargs)
+    if kind == "st":
+        return SentenceTransformerEncoder(*args, **kwargs)
+    if kind == "onnx":
+        return OnnxMiniLMEncoder(**kwargs)
+    msg = f"cannot unpickle an encoder of kind {kind!r}; build it again with load_encoder(...)."
+    raise ModelLoadError(msg)
 
 
 def load_encoder(model: str | os.PathLike[str] | Encoder | None = None, **kwargs: Any) -> Encoder:

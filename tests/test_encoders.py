@@ -106,3 +106,17 @@ def test_load_encoder_default_with_other_options():
     enc = load_encoder(None, batch_size=4)
     assert enc.name == DEFAULT_ENCODER_NAME and enc.batch_size == 4
     assert enc.encode(["hello"]).shape == (1, 384)
+
+
+def test_encoders_pickle_as_their_recipe(encoder):
+    import pickle
+
+    from latentrag.encoders import SentenceTransformerEncoder, _shipped_minilm_path, shipped_encoder
+
+    assert pickle.loads(pickle.dumps(encoder)) is encoder  # the shipped default: the loaded object, no reload
+    texts = ["Paris is in France.", "A much longer sentence about the rivers and bridges of Paris."]
+    for enc in (shipped_encoder(batch_size=3), SentenceTransformerEncoder(_shipped_minilm_path(), batch_size=5)):
+        again = pickle.loads(pickle.dumps(enc))
+        assert type(again) is type(enc) and again.batch_size == enc.batch_size and again.name == enc.name
+        assert str(again.path) == str(enc.path)
+        np.testing.assert_allclose(again.encode(texts), enc.encode(texts), atol=1e-6)

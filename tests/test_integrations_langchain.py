@@ -199,10 +199,7 @@ def test_unknown_options_are_refused_naming_the_valid_ones():
 
 def test_multihop_filter_per_call_or_a_typed_refusal():
     r = make_multihop_retriever(k=3)
-    if not MultiHopRetriever.supports_filter:
-        with pytest.raises(InvalidInputError, match=r"MultiHopRetriever does not take .*\['filter'\].*\['k'\]"):
-            r.invoke("Where was the director of Jaws born?", filter={"title": "Jaws (film)"})
-        pytest.xfail("multihop.py takes the per-call filter in a later commit")
+    assert MultiHopRetriever.supports_filter
     docs = r.invoke("Where was the director of Jaws born?", filter={"title": "Jaws (film)"})
     assert [d.id for d in docs] == ["jaws"]
 
@@ -235,8 +232,6 @@ def _multi_query(base: LangChainRetriever):
 @pytest.mark.parametrize("make", [make_retriever, make_multihop_retriever], ids=["dense", "multi-hop"])
 def test_multi_query_retriever_returns_each_passage_once(make):
     base = make(k=3)
-    if isinstance(base.retriever, MultiHopRetriever) and not MultiHopRetriever.retrieval_keys:
-        pytest.xfail("multihop.py declares its per-query retrieval_keys in a later commit")
     docs = _multi_query(base).invoke("Who directed Jaws?")
     ids = [d.id for d in docs]
     assert ids and len(ids) == len(set(ids)) and "jaws" in ids
