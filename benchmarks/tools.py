@@ -1,16 +1,24 @@
 """Tool retrieval on ToolBench (StableToolBench G1-G3, 2,479 APIs), APIBench (HuggingFace 936 APIs,
 TensorFlow Hub 696) and BFCL v4 (multiple, live_multiple, parallel_multiple, simple_python: every
-candidate function of every query, ~1.3k schemas; parallel_multiple queries need 2-4 tools):
-description-only retrieval vs Tool2Vec usage vectors vs Tool2Vec + the trained refiner vs the MLC head.
+candidate function of every query, ~1.2k schemas; parallel_multiple queries need 2-4 tools): the
+baselines (descriptions only, the mean-blend recipe, a logistic-regression head), the first stage, the
+learned stage and its parts, and multi-intent fusion.
 
-    python benchmarks/tools.py [--plot] [--seed 0] [--sets toolbench bfcl ...]
+    python benchmarks/tools.py [--select] [--plot] [--seed 0] [--sets toolbench bfcl ...]
 
 Protocol: each set's queries are split (seeded) into usage examples (50%), dev (25%) and test (25%).
-The tools are indexed with ``ToolRetriever.from_tools``; the description-only baseline gets no examples.
-Reported: recall@1/3/5/10 of the gold tools (micro) and NDCG@5 (binary gain) on the test split,
-recall@5 on its multi-tool queries alone (``multi_R@5``, where a set has them), ms per query, and
-the ratio to the baseline. ``--select`` grid-searches the blend weights on the dev split (never on test).
-Prints one JSON line.
+Multi-tool requests: the set's own (``multi_R@5``: ToolBench, BFCL) and, on every set, pairs of two
+real held-out single-tool requests of different tools joined with a connective ("A Also, B", "A and b",
+"A; B", ...; ``composed_R@5``). Reported on the test split: recall@1/5 of the gold tools (micro), NDCG@5,
+multi_R@5, composed_R@5, ms per query (warm query embeddings).
+
+``--select`` is the model selection, on the dev splits only: every learned-stage configuration of a small
+grid (parts, head penalty, epochs) with each multi-intent fusion rule, scored per set by the mean of
+R@1, R@5 and the multi-tool recall@5 (the mean of multi_R@5 and composed_R@5 where both exist); the
+configuration with the best mean over the four sets is the shipped default, and a leave-one-set-out
+choice (best on the other three sets' dev) is reported on each set's test split, as a check that the
+choice carries to a catalogue it was not selected on. The baselines' own settings (the blend weight, the
+head's weight decay) are chosen on dev too. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -19,24 +27,32 @@ import argparse
 import json
 import random
 import re
+import statistics
+import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from _common import data_root, plot_path, report
 
-from latentrag.retrievers.tool_index import BlendWeights
+from latentrag.retrievers.tool_fit import FitConfig, with_parts
+from latentrag.retrievers.tool_index import BlendWeights, ToolIndex
 from latentrag.retrievers.tools import ToolRetriever
+
+Queries = list[tuple[str, list[str]]]
+CONNECTIVES = ("{a} Also, {b}", "{a} and {l}", "{a}; {b}", "{a} Then {b}", "{a}, and {l}", "{a} {b}")
+INTENT_MODES: tuple[bool | str, ...] = (False, "max", "cover")
 
 
 def _tool_id(*parts: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", ".".join(parts)).strip("_")[:120]
 
 
-def toolbench() -> tuple[list[dict[str, Any]], list[tuple[str, list[str]]]]:
+def toolbench() -> tuple[list[dict[str, Any]], Queries]:
     """OpenAI-schema tools and (query, [gold tool ids]) pairs from StableToolBench."""
     tools: dict[str, dict[str, Any]] = {}
-    queries: list[tuple[str, list[str]]] = []
+    queries: Queries = []
     for path in sorted((data_root() / "tools" / "stabletoolbench").glob("G*.json")):
         for rec in json.loads(path.read_text(encoding="utf-8")):
             for api in rec["api_list"]:
@@ -53,7 +69,7 @@ def toolbench() -> tuple[list[dict[str, Any]], list[tuple[str, list[str]]]]:
     return list(tools.values()), queries
 
 
-def apibench(name: str = "huggingface") -> tuple[list[dict[str, Any]], list[tuple[str, list[str]]]]:
+def apibench(name: str = "huggingface") -> tuple[list[dict[str, Any]], Queries]:
     """APIBench API corpus as tools and its eval instructions as queries."""
     folder = data_root() / "tools" / "gorilla_apibench"
     tools: dict[str, dict[str, Any]] = {}
@@ -77,12 +93,12 @@ def apibench(name: str = "huggingface") -> tuple[list[dict[str, Any]], list[tupl
     return list(tools.values()), queries
 
 
-def bfcl() -> tuple[list[dict[str, Any]], list[tuple[str, list[str]]]]:
+def bfcl() -> tuple[list[dict[str, Any]], Queries]:
     """BFCL v4: the union of the candidate functions (first schema seen per name) and, per query, its
     user turns and the distinct functions of its ground-truth calls."""
     folder = data_root() / "tools" / "bfcl"
     tools: dict[str, dict[str, Any]] = {}
-    queries: list[tuple[str, list[str]]] = []
+    queries: Queries = []
     for name in ("multiple", "live_multiple", "parallel_multiple", "simple_python"):
         answers = {}
         for line in (folder / "possible_answer" / f"BFCL_v4_{name}.json").read_text(encoding="utf-8").splitlines():
@@ -102,6 +118,9 @@ def bfcl() -> tuple[list[dict[str, Any]], list[tuple[str, list[str]]]]:
     return list(tools.values()), queries
 
 
+SETS = {"toolbench": toolbench, "apibench_hf": apibench, "apibench_tf": lambda: apibench("tensorflow"), "bfcl": bfcl}
+
+
 def split(queries: list[Any], seed: int) -> tuple[list[Any], list[Any], list[Any]]:
     q = list(queries)
     random.Random(seed).shuffle(q)
@@ -109,162 +128,379 @@ def split(queries: list[Any], seed: int) -> tuple[list[Any], list[Any], list[Any
     return q[:a], q[a:b], q[b:]
 
 
-def recall_at(r: Any, queries: list[tuple[str, list[str]]], k: int) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    hits = [[h.id for h in hs] for hs in (r.retrieve(q, k) for q, _ in queries)]
-    ms = (time.perf_counter() - t0) * 1000 / max(1, len(queries))
-    found = sum(len(set(g) & set(h)) for (_, g), h in zip(queries, hits, strict=True))
-    return 100 * found / sum(len(g) for _, g in queries), ms
-
-
-def ndcg_at(r: Any, queries: list[tuple[str, list[str]]], k: int = 5) -> float:
-    """Mean NDCG@k with gain 1 for each gold tool (x100)."""
-    total = 0.0
-    for q, gold in queries:
-        ids = [h.id for h in r.retrieve(q, k)]
-        dcg = sum(1 / np.log2(i + 2) for i, t in enumerate(ids) if t in gold)
-        ideal = sum(1 / np.log2(i + 2) for i in range(min(k, len(gold))))
-        total += dcg / ideal
-    return 100 * total / max(1, len(queries))
-
-
-def scaling(base: ToolRetriever, queries: list[str], sizes: tuple[int, ...] = (100, 1000, 10000),
-            per_tool: int = 5) -> dict[str, float]:
-    """Selection cost beyond query encoding (ms per query) at ``sizes`` tools with ``per_tool`` examples
-    each: ToolBench's real description vectors, tiled with small noise to reach the size."""
-    from latentrag.retrievers.tool_index import ToolIndex
-
-    rng = np.random.default_rng(0)
-    desc = base._index.desc
-    q = base.encoder.encode(queries)
-    out = {}
-    for n in sizes:
-        vecs = desc[np.arange(n) % len(desc)] + 0.02 * rng.standard_normal((n, desc.shape[1])).astype(np.float32)
-        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        r = ToolRetriever(base.encoder, k=5)
-        r._index = ToolIndex(desc.shape[1])
-        r._index.add_tools(vecs)
-        ex = np.repeat(vecs, per_tool, axis=0) + 0.1 * rng.standard_normal((n * per_tool, desc.shape[1])).astype(
-            np.float32)
-        r._index.add_examples(ex / np.linalg.norm(ex, axis=1, keepdims=True),
-                              [[i // per_tool] for i in range(n * per_tool)])
-        r.score_rows(q[:1], 5)
-        t0 = time.perf_counter()
-        for row in q:
-            r.score_rows(row[None, :], 5)
-        out[f"{n}_tools_ms"] = round((time.perf_counter() - t0) * 1000 / len(q), 3)
+def composed(queries: Queries, seed: int, n_max: int = 200) -> Queries:
+    """Multi-tool requests made of two real single-tool requests of different tools, joined by a connective
+    (up to ``n_max``; a request may appear in a few pairs when the split has fewer than ``2 n_max``)."""
+    singles = [(q.strip(), g) for q, g in queries if len(g) == 1 and q.strip()]
+    rng = random.Random(seed)
+    out: Queries = []
+    seen: set[tuple[str, str]] = set()
+    for _ in range(4):
+        order = singles[:]
+        rng.shuffle(order)
+        for (a, ga), (b, gb) in zip(order[0::2], order[1::2], strict=False):
+            if len(out) >= n_max:
+                return out
+            if ga == gb or (a, b) in seen:
+                continue
+            seen.add((a, b))
+            form = CONNECTIVES[len(out) % len(CONNECTIVES)]
+            a_ = a if a[-1] in ".?!" or " and " in form or ", and" in form else a + "."
+            out.append((form.format(a=a_, b=b, l=b[:1].lower() + b[1:]), ga + gb))
     return out
 
 
-class MeanBlendBaseline:
-    """The common 30-line recipe: one vector per tool, normalize(description + mean of its example
-    embeddings) (the description alone for a tool with no examples), ranked by cosine."""
+# ---------------------------------------------------------------------------------------------- metrics
+def ranked_ids(r: Any, queries: Queries, k: int = 5) -> list[list[str]]:
+    out: list[list[str]] = []
+    for i in range(0, len(queries), 64):
+        out.extend([h.id for h in hs] for hs in r.retrieve_batch([q for q, _ in queries[i : i + 64]], k))
+    return out
 
-    def __init__(self, r: ToolRetriever) -> None:
-        vec = r._index.desc + r._index.means()  # means() is the description itself for a tool with no examples
+
+def ms_per_query(r: Any, queries: Queries, k: int = 5) -> float:
+    """One request at a time, warm query embeddings."""
+    t0 = time.perf_counter()
+    for q, _ in queries:
+        r.retrieve(q, k)
+    return round((time.perf_counter() - t0) * 1000 / max(1, len(queries)), 3)
+
+
+def recall(hits: list[list[str]], queries: Queries, k: int) -> float:
+    found = sum(len(set(g) & set(h[:k])) for (_, g), h in zip(queries, hits, strict=True))
+    return round(100 * found / max(1, sum(len(g) for _, g in queries)), 2)
+
+
+def ndcg5(hits: list[list[str]], queries: Queries) -> float:
+    total = 0.0
+    for (_, gold), ids in zip(queries, hits, strict=True):
+        dcg = sum(1 / np.log2(i + 2) for i, t in enumerate(ids[:5]) if t in gold)
+        total += dcg / sum(1 / np.log2(i + 2) for i in range(min(5, len(gold))))
+    return round(100 * total / max(1, len(queries)), 2)
+
+
+def evaluate(r: Any, ev: dict[str, Queries], timed: bool = False) -> dict[str, float]:
+    """R@1, R@5, NDCG@5 on the split's requests, multi_R@5 on its multi-tool ones, composed_R@5."""
+    hits = ranked_ids(r, ev["all"])
+    out = {"R@1": recall(hits, ev["all"], 1), "R@5": recall(hits, ev["all"], 5), "NDCG@5": ndcg5(hits, ev["all"])}
+    if ev["multi"]:
+        out["multi_R@5"] = recall(ranked_ids(r, ev["multi"]), ev["multi"], 5)
+    out["composed_R@5"] = recall(ranked_ids(r, ev["composed"]), ev["composed"], 5)
+    if timed:
+        out["ms_per_query"] = ms_per_query(r, ev["all"])
+    return out
+
+
+def objective(m: dict[str, float]) -> float:
+    """Per-set selection score: mean of R@1, R@5 and the multi-tool recall@5."""
+    multi = [m[key] for key in ("multi_R@5", "composed_R@5") if key in m]
+    return (m["R@1"] + m["R@5"] + sum(multi) / len(multi)) / 3
+
+
+# ---------------------------------------------------------------------------------------------- baselines
+class MeanBlendBaseline:
+    """The common recipe: one vector per tool, normalize(alpha * description + (1 - alpha) * mean of its
+    example embeddings) (the description alone for a tool with no examples), ranked by cosine."""
+
+    def __init__(self, r: ToolRetriever, alpha: float) -> None:
+        vec = alpha * r._index.desc + (1 - alpha) * r._index.means()  # means() is the description for cold tools
         self.vecs = (vec / np.linalg.norm(vec, axis=1, keepdims=True)).astype(np.float32)
         self.names, self.encoder = r.tool_names, r.encoder
 
     def retrieve(self, query: str, k: int) -> list[Any]:
+        return self.retrieve_batch([query], k)[0]
+
+    def retrieve_batch(self, queries: list[str], k: int) -> list[list[Any]]:
         from latentrag import Hit
 
-        s = self.vecs @ self.encoder.encode([query])[0]
-        return [Hit(self.names[i], "", float(s[i])) for i in np.argsort(-s)[:k]]
+        s = self.encoder.encode(queries) @ self.vecs.T
+        return [[Hit(self.names[i], "", float(row[i])) for i in np.argsort(-row)[:k]] for row in s]
 
 
-def mlc_arm(r: ToolRetriever, queries: list[tuple[str, list[str]]], ks: list[int]) -> dict[str, float]:
-    """Recall of the MLC head alone (tools ranked by their logit), trained on the same usage examples."""
-    from latentrag.models.tool_mlc import train_mlc
+class LogisticHeadBaseline:
+    """A logistic-regression head over example and description embeddings (Tool2Vec's MLC on frozen
+    embeddings): tools ranked by their logit for the request embedding."""
 
-    t0 = time.perf_counter()
-    head = train_mlc(r._index)
-    out: dict[str, float] = {"train_s": round(time.perf_counter() - t0, 2)}
-    logits = head.logits(r.encoder.encode([q for q, _ in queries]))
-    names = r.tool_names
-    for k in sorted({1, *ks}):
-        top = np.argsort(-logits, axis=1)[:, :k]
-        found = sum(len(set(g) & {names[j] for j in row}) for (_, g), row in zip(queries, top, strict=True))
-        out[f"R@{k}"] = round(100 * found / sum(len(g) for _, g in queries), 2)
+    def __init__(self, r: ToolRetriever, weight_decay: float) -> None:
+        from latentrag.models.tool_mlc import train_logistic_head
+
+        t0 = time.perf_counter()
+        self.head = train_logistic_head(r._index, weight_decay=weight_decay, epochs=100)
+        self.train_s = time.perf_counter() - t0
+        self.names, self.encoder = r.tool_names, r.encoder
+
+    def retrieve(self, query: str, k: int) -> list[Any]:
+        return self.retrieve_batch([query], k)[0]
+
+    def retrieve_batch(self, queries: list[str], k: int) -> list[list[Any]]:
+        from latentrag import Hit
+
+        s = self.head.logits(self.encoder.encode(queries))
+        return [[Hit(self.names[i], "", float(row[i])) for i in np.argsort(-row)[:k]] for row in s]
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def grid() -> dict[str, FitConfig]:
+    """The learned-stage configurations tried on dev (``none`` is the first stage alone)."""
+    base = FitConfig()
+    out = {"none": replace(base, refiner=False, mlc=False)}
+    for epochs in (60, 200):
+        out[f"refiner,ep={epochs}"] = replace(with_parts(base, "refiner"), epochs=epochs)
+        for parts in ("mlc", "both"):
+            for l2 in (3e-4, 1e-3, 3e-3):
+                out[f"{parts},l2={l2},ep={epochs}"] = replace(with_parts(base, parts), l2=l2, epochs=epochs)
     return out
 
 
+def fit_as(r: ToolRetriever, cfg: FitConfig) -> ToolRetriever:
+    """``r`` with its learned stage refitted to ``cfg`` (none when ``cfg`` switches both parts off)."""
+    if cfg.refiner or cfg.mlc:
+        r.fit(cfg)
+    else:
+        r.refiner = None
+    return r
+
+
+def with_intent(r: ToolRetriever, mode: bool | str) -> ToolRetriever:
+    r.multi_intent = mode
+    return r
+
+
+def log(msg: str) -> None:
+    print(f"[tools] {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def label(cfg_name: str, mode: bool | str) -> str:
+    return f"{cfg_name}|intent={mode}"
+
+
+def select(dev_scores: dict[str, dict[str, float]], sets: list[str]) -> str:
+    """The label with the best mean objective over ``sets``."""
+    return max(dev_scores, key=lambda lab: (np.mean([dev_scores[lab][s] for s in sets]), lab))
+
+
+# ---------------------------------------------------------------------------------------------- costs
+def selection_scaling(encoder: Any, desc: np.ndarray, queries: list[str], sizes: tuple[int, ...] = (100, 1000, 10000),
+                      per_tool: int = 5) -> dict[str, float]:
+    """Selection cost beyond query encoding (ms per request, one at a time) at ``sizes`` tools with
+    ``per_tool`` examples each, first stage alone and with a fitted learned stage: ToolBench's real
+    description vectors, tiled with small noise to reach the size; the fit time is reported too."""
+    from latentrag.retrievers.tool_fit import fit_stage
+
+    rng = np.random.default_rng(0)
+    q = encoder.encode(queries)
+    out: dict[str, float] = {}
+    for n in sizes:
+        vecs = desc[np.arange(n) % len(desc)] + 0.02 * rng.standard_normal((n, desc.shape[1])).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        r = ToolRetriever(encoder, k=5, refiner=False)
+        r._index = ToolIndex(desc.shape[1])
+        r._index.add_tools(vecs)  # score_rows reads only the index
+        ex = np.repeat(vecs, per_tool, axis=0) + 0.1 * rng.standard_normal((n * per_tool, desc.shape[1])).astype(
+            np.float32)
+        r._index.add_examples(ex / np.linalg.norm(ex, axis=1, keepdims=True),
+                              [[i // per_tool] for i in range(n * per_tool)])
+        for arm in ("first_stage", "learned"):
+            if arm == "learned":
+                t0 = time.perf_counter()
+                r.refiner = fit_stage(r._index, r.weights, [str(i) for i in range(n)], FitConfig())
+                out[f"fit_s_{n}_tools_{n * per_tool}_examples"] = round(time.perf_counter() - t0, 2)
+            r.score_rows(q[:1], 5)
+            t0 = time.perf_counter()
+            for row in q:
+                r.score_rows(row[None, :], 5)
+            out[f"{arm}_{n}_tools_ms"] = round((time.perf_counter() - t0) * 1000 / len(q), 3)
+    return out
+
+
+def fit_time(desc: np.ndarray, n_tools: int = 200, n_examples: int = 3000) -> float:
+    """Seconds to fit the learned stage on ``n_tools`` tools and ``n_examples`` examples (noisy copies of
+    real description vectors, 15 per tool), as ``fit()`` does it (snapshot, training batch, training)."""
+    from latentrag.retrievers.tool_fit import fit_stage
+
+    rng = np.random.default_rng(1)
+    vecs = desc[rng.choice(len(desc), n_tools, replace=False)]
+    ex = vecs[np.arange(n_examples) % n_tools] + 0.12 * rng.standard_normal((n_examples, desc.shape[1])).astype(
+        np.float32)
+    index = ToolIndex(desc.shape[1])
+    index.add_tools(vecs)
+    index.add_examples(ex / np.linalg.norm(ex, axis=1, keepdims=True), [[i % n_tools] for i in range(n_examples)])
+    t0 = time.perf_counter()
+    fit_stage(index.copy(), BlendWeights(), [str(i) for i in range(n_tools)], FitConfig())
+    return round(time.perf_counter() - t0, 2)
+
+
+def request_latency(r: ToolRetriever, queries: list[str]) -> dict[str, float]:
+    """End to end per request (encoding included: the encoder's cache is emptied before each call):
+    median and p95 ms of the default, of ``multi_intent=False``, and of encoding alone."""
+    cache = getattr(r.encoder, "cache", None)
+    out: dict[str, float] = {}
+    mode = r.multi_intent
+    for arm in ("default", "multi_intent_off", "encoding_only"):
+        r.multi_intent = False if arm == "multi_intent_off" else mode
+        times = []
+        for q in queries:
+            if cache is not None:
+                cache.clear()
+            t0 = time.perf_counter()
+            if arm == "encoding_only":
+                r.encoder.encode([q])
+            else:
+                r.retrieve(q)
+            times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        out[f"{arm}_median_ms"] = round(statistics.median(times), 2)
+        out[f"{arm}_p95_ms"] = round(times[int(0.95 * (len(times) - 1))], 2)
+    r.multi_intent = mode
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--k", type=int, nargs="+", default=[3, 5, 10])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--select", action="store_true", help="grid-search the blend weights on the dev split")
+    ap.add_argument("--select", action="store_true", help="the dev-split model selection (grid x fusion rules)")
     ap.add_argument("--plot", action="store_true")
-    ap.add_argument("--sets", nargs="+", default=["toolbench", "apibench_hf", "apibench_tf", "bfcl"])
+    ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--name", default="tools", help="results/NAME.json")
     args = ap.parse_args()
-    res: dict[str, Any] = {"baseline": "description-only ToolRetriever.from_tools(tools)", "sets": {}}
-    sets = {"toolbench": toolbench, "apibench_hf": apibench, "apibench_tf": lambda: apibench("tensorflow"),
-            "bfcl": bfcl}
+    shipped = FitConfig()
+    res: dict[str, Any] = {"baseline": "description-only ToolRetriever.from_tools(tools)",
+                           "default_fit_config": shipped.as_dict(), "sets": {}}
+    dev_scores: dict[str, dict[str, float]] = {}
+    later: dict[str, tuple[ToolRetriever, dict[str, Queries]]] = {}
+    keep: dict[str, Any] = {}
     for set_name in args.sets:
-        loader = sets[set_name]
-        tools, queries = loader()
+        log(f"{set_name}: loading")
+        tools, queries = SETS[set_name]()
         examples, dev, test = split(queries, args.seed)
-        # the arms without multi-intent fusion isolate each stage; "default" and "description_default" are
-        # exactly what users get: ToolRetriever.from_tools(tools, [examples=...,] k=5)
-        base = ToolRetriever.from_tools(tools, k=5, multi_intent=False)
-        t2v = ToolRetriever.from_tools(tools, examples=examples, k=5, refiner=False, multi_intent=False)
-        assert base.refiner is None
-        t0 = time.perf_counter()
-        refined = ToolRetriever.from_tools(tools, examples=examples, k=5, refiner=True, multi_intent=False)
-        fit_s = time.perf_counter() - t0
-        default = ToolRetriever.from_tools(tools, examples=examples, k=5)
-        desc_default = ToolRetriever.from_tools(tools, k=5)
+        evs = {name: {"all": part, "multi": [(q, g) for q, g in part if len(g) > 1],
+                      "composed": composed(part, args.seed)} for name, part in (("dev", dev), ("test", test))}
         row: dict[str, Any] = {"n_tools": len(tools), "n_examples": len(examples), "n_test": len(test),
-                               "refiner_build_s": round(fit_s, 1), "auto_kept_refiner": default.refiner is not None}
-        for q, _ in test:  # time retrieval on warm query embeddings, so the ratios compare the tool stage
-            default.encoder.encode([q])
+                               "n_test_multi_tool": len(evs["test"]["multi"]),
+                               "n_test_composed": len(evs["test"]["composed"])}
+        # exactly what users get: ToolRetriever.from_tools(tools, [examples=...,] k=5)
+        t0 = time.perf_counter()
+        default = ToolRetriever.from_tools(tools, examples=examples, k=5)
+        row["default_build_s"] = round(time.perf_counter() - t0, 1)
+        row["default_fit_s"] = (default.refiner.info.get("fit_s") if default.refiner is not None else None)
+        row["default_learned_parts"] = default.refiner.parts if default.refiner is not None else []
+        desc_only = ToolRetriever.from_tools(tools, k=5, multi_intent=False)
+        work = ToolRetriever.from_tools(tools, examples=examples, k=5, refiner=False, multi_intent=False)
+        for ev in evs.values():  # warm the query embeddings, so ms_per_query compares the tool stage
+            for part in ev.values():
+                if part:
+                    default.retrieve_batch([q for q, _ in part])
+        log(f"{set_name}: built, evaluating")
+        arms: dict[str, dict[str, float]] = {}
+        arms["description"] = evaluate(desc_only, evs["test"], timed=True)
+        # baselines, their settings chosen on dev
+        blends = {a: MeanBlendBaseline(work, a) for a in (0.3, 0.5, 0.7)}
+        blend_dev = {a: objective(evaluate(b, evs["dev"])) for a, b in blends.items()}
+        alpha = max(blend_dev, key=lambda a: blend_dev[a])
+        arms["mean_blend"] = {**evaluate(blends[alpha], evs["test"], timed=True), "alpha_desc": alpha}
+        arms["mean_blend_0.3"] = evaluate(blends[0.3], evs["test"])
+        heads = {wd: LogisticHeadBaseline(work, wd) for wd in (1e-4, 1e-2)}
+        head_dev = {wd: objective(evaluate(h, evs["dev"])) for wd, h in heads.items()}
+        wd = max(head_dev, key=lambda x: head_dev[x])
+        arms["logistic_head"] = {**evaluate(heads[wd], evs["test"], timed=True), "weight_decay": wd,
+                                 "train_s": round(heads[wd].train_s, 2)}
+        # the first stage and the learned parts (ablations), each with the shipped fusion rule
+        mode = default.multi_intent
+        for name, parts in (("first_stage", None), ("first_stage+refiner", "refiner"), ("first_stage+mlc", "mlc"),
+                            ("first_stage+refiner+mlc", "both")):
+            cfg = replace(shipped, refiner=False, mlc=False) if parts is None else with_parts(shipped, parts)
+            arms[name] = evaluate(with_intent(fit_as(work, cfg), mode), evs["test"], timed=True)
+        arms["first_stage_no_split"] = evaluate(with_intent(fit_as(work, replace(shipped, refiner=False, mlc=False)),
+                                                            False), evs["test"])
+        arms["previous_default (first stage + max fusion)"] = evaluate(with_intent(work, "max"), evs["test"])
+        arms["default"] = evaluate(default, evs["test"], timed=True)
+        for m in (False, "max"):
+            arms[f"default, multi_intent={m}"] = evaluate(with_intent(default, m), evs["test"], timed=True)
+        with_intent(default, mode)
         if args.select:
-            grid = {}
-            for wd in (0.1, 0.25, 0.4):
-                for wm in (0.2, 0.35, 0.5):
-                    w = BlendWeights(desc=wd, mean=wm, max=(1 - wd - wm) / 2, top=(1 - wd - wm) / 2)
-                    r = ToolRetriever.from_tools(tools, examples=examples, k=5, weights=w, refiner=False,
-                                                  multi_intent=False)
-                    grid[f"desc={wd},mean={wm}"] = round(recall_at(r, dev, 5)[0], 2)
-            row["dev_grid_R@5"] = grid
-        arms = (("description", base), ("mean_blend", MeanBlendBaseline(t2v)), ("tool2vec", t2v),
-                ("tool2vec_refiner", refined), ("default", default), ("description_default", desc_default))
-        row["mlc"] = mlc_arm(t2v, test, args.k)
-        multi = [(q, g) for q, g in test if len(g) > 1]
-        row["n_test_multi_tool"] = len(multi)
-        for label, r in arms:
-            for k in sorted({1, *args.k}):
-                rec, ms = recall_at(r, test, k)
-                row.setdefault(label, {})[f"R@{k}"] = round(rec, 2)
-                row[label]["ms_per_query"] = round(ms, 3)
-            row[label]["NDCG@5"] = round(ndcg_at(r, test, 5), 2)
-            if multi:
-                row[label]["multi_R@5"] = round(recall_at(r, multi, 5)[0], 2)
-            row.setdefault(label, {})["dev_R@5"] = round(recall_at(r, dev, 5)[0], 2)
-        for label in ("mean_blend", "tool2vec", "tool2vec_refiner", "default", "description_default"):
-            row[label]["R@5_gain_points"] = round(row[label]["R@5"] - row["description"]["R@5"], 2)
-            row[label]["latency_ratio"] = round(row[label]["ms_per_query"] / row["description"]["ms_per_query"], 2)
+            per_cfg: dict[str, float] = {}
+            for cfg_name, cfg in grid().items():
+                fit_as(work, cfg)
+                for m in INTENT_MODES:
+                    lab = label(cfg_name, m)
+                    dev_scores.setdefault(lab, {})[set_name] = per_cfg[lab] = round(objective(
+                        evaluate(with_intent(work, m), evs["dev"])), 3)
+                log(f"{set_name}: dev {cfg_name} {[per_cfg[label(cfg_name, m)] for m in INTENT_MODES]}")
+            row["dev_objective_top5"] = dict(sorted(per_cfg.items(), key=lambda kv: -kv[1])[:5])
+            later[set_name] = (work, evs["test"])
+        for label_, m in arms.items():
+            if label_ != "description":
+                m["R@5_gain_points"] = round(m["R@5"] - arms["description"]["R@5"], 2)
+        row["arms"] = arms
         res["sets"][set_name] = row
         if set_name == "toolbench":
-            res["selection_ms_beyond_encoding"] = scaling(base, [q for q, _ in test[:200]])
+            keep["desc"] = work._index.desc.copy()
+            keep["queries"] = [q for q, _ in test[:200]]
+        if set_name == "bfcl":
+            res["request_latency_bfcl"] = request_latency(default, [q for q, _ in test[:200]])
+        keep["encoder"], keep["mode"] = default.encoder, mode
+    if args.select and dev_scores:
+        sets = [s for s in args.sets if all(s in v for v in dev_scores.values())]
+        best = select(dev_scores, sets)
+        sel: dict[str, Any] = {"chosen_on_all_dev": best, "mean_dev_objective": {
+            lab: round(float(np.mean([v[s] for s in sets])), 3) for lab, v in sorted(
+                dev_scores.items(), key=lambda kv: -np.mean([kv[1][s] for s in sets]))[:10]}}
+        shipped_lab = label(_name_of(shipped), keep["mode"])
+        sel["shipped"] = shipped_lab
+        sel["shipped_is_chosen"] = shipped_lab == best
+        loso = {}
+        configs = grid()
+        for s in sets:
+            choice = select(dev_scores, [o for o in sets if o != s])
+            work, test_ev = later[s]
+            cfg_name, _, m = choice.partition("|intent=")
+            mode_: bool | str = {"False": False}.get(m, m)
+            loso[s] = {"chosen_on_other_sets_dev": choice,
+                       **evaluate(with_intent(fit_as(work, configs[cfg_name]), mode_), test_ev)}
+        sel["leave_one_set_out_test"] = loso
+        res["selection"] = sel
+    if "desc" in keep:
+        log("costs")
+        res["selection_ms_beyond_encoding"] = selection_scaling(keep["encoder"], keep["desc"], keep["queries"])
+        res["fit_s_200_tools_3000_examples"] = fit_time(keep["desc"])
     report(args.name, res)
     if args.plot:
-        import matplotlib
+        plot(res, args.name)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        labels = ["description", "tool2vec", "tool2vec_refiner", "default"]
-        width = 0.2
-        for i, label in enumerate(labels):
-            vals = [res["sets"][s][label]["R@5"] for s in res["sets"]]
-            ax.bar(np.arange(len(vals)) + i * width, vals, width, label=label)
-        ax.set_xticks(np.arange(len(res["sets"])) + 1.5 * width, list(res["sets"]))
-        ax.set_ylabel("recall@5 of gold tools (%), test split")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(plot_path(args.name), dpi=120)
+def _name_of(cfg: FitConfig) -> str:
+    for name, c in grid().items():
+        if c == cfg:
+            return name
+    return "custom"
+
+
+def plot(res: dict[str, Any], name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = ["description", "mean_blend", "logistic_head", "first_stage", "default"]
+    metrics = [("R@1", "recall@1"), ("R@5", "recall@5"), ("multi", "multi-tool recall@5")]
+    sets = list(res["sets"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=False)
+    width = 0.16
+    for ax, (key, title) in zip(axes, metrics, strict=True):
+        for i, arm in enumerate(arms):
+            vals = []
+            for s in sets:
+                m = res["sets"][s]["arms"][arm]
+                vals.append(m.get("multi_R@5", m["composed_R@5"]) if key == "multi" else m[key])
+            ax.bar(np.arange(len(sets)) + i * width, vals, width, label=arm)
+        ax.set_xticks(np.arange(len(sets)) + 2 * width, sets, fontsize=8)
+        ax.set_title(title + (" (own multi-tool requests; composed pairs on APIBench)" if key == "multi" else ""),
+                     fontsize=8)
+    axes[0].set_ylabel("% of gold tools, test split")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(plot_path(name), dpi=120)
 
 
 if __name__ == "__main__":

@@ -1,98 +1,145 @@
-"""``ToolRefiner``: the second stage of tool retrieval, a small network that re-scores the first
-stage's candidate tools for a query from their similarity features.
+"""The learned stage of tool retrieval: a :class:`ToolRefiner` over the first stage's similarity features
+and an :class:`~latentrag.models.tool_mlc.MLCHead` over the request embedding, fused into one score
+(:class:`LearnedStage`), fitted on the catalogue's own usage examples by
+:mod:`latentrag.retrievers.tool_fit`.
 
-Input per candidate (shape (n_candidates, 6)): the four :data:`~latentrag.retrievers.tool_index.FEATURES`
-(description, Tool2Vec mean, best example, top-m examples), the first-stage blend score and
-``log1p(number of usage examples)`` so it learns how far to trust the example features of each tool.
-Output: one score per candidate. Weights are safetensors with the JSON config kept in the tool index
-manifest. The module is stateless at inference (eval mode, ``torch.inference_mode``), so one instance
-serves concurrent callers.
+For a request ``q`` and a candidate tool ``j`` (one of the first stage's candidates) the fused score is
+
+    score_j = f_j . a + MLP([f_j, f_j . a, log1p(n_j)]) + tau * (w_j . q + b_j)
+
+with ``f_j`` the four :data:`~latentrag.retrievers.tool_index.FEATURES` (description, Tool2Vec mean, best
+example, top-m examples; cosine similarities), ``n_j`` the tool's number of usage examples, ``a`` learned
+feature weights, a one-hidden-layer MLP, ``tau`` a learned temperature and ``(w_j, b_j)`` the tool's MLC
+row. Scores stay in cosine units (``tau`` scales the head's logits down to them), so the multi-intent
+margins of :mod:`latentrag.retrievers.tool_intents` mean the same with and without the learned stage.
+
+Inference is numpy only (a few tiny matrix products per request, no torch thread pool to wake); weights
+are safetensors with the JSON config kept in the tool index manifest. One instance is read-only once
+fitted, so it serves concurrent callers.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-N_INPUTS = 6
+from latentrag.models.tool_mlc import MLCHead
+
+N_FEATURES = 4
+N_INPUTS = N_FEATURES + 2  # the features, their weighted sum, log1p(example count)
+ARCHITECTURE = "tool_learned_stage"
 
 
-class ToolRefiner(nn.Module):
-    """MLP ``6 -> hidden -> hidden -> 1`` (ReLU) over candidate features plus a linear skip of the blend score.
+@dataclass
+class ToolRefiner:
+    """Learned feature weights ``a`` (4,) plus a residual MLP ``6 -> hidden -> 1`` (ReLU) over the
+    features, their weighted sum and ``log1p(example count)``, so it learns how far to trust the example
+    features of a tool with few examples.
 
-    >>> r = ToolRefiner(hidden=8)
-    >>> tuple(r(torch.zeros(5, 6)).shape)
-    (5,)
+    >>> r = ToolRefiner.initial(hidden=4)
+    >>> r.base(np.array([[0.5, 0.5, 0.5, 0.5]], np.float32), np.array([3])).round(3).tolist()
+    [0.5]
     """
 
-    def __init__(self, hidden: int = 32) -> None:
-        super().__init__()
-        self.hidden = int(hidden)
-        self._np: dict[str, np.ndarray] | None = None
-        self.mlp = nn.Sequential(nn.Linear(N_INPUTS, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 1))
-        self.skip = nn.Linear(1, 1)
-        with torch.no_grad():  # start as the first stage: score = blend score
-            self.skip.weight.fill_(1.0)
-            self.skip.bias.zero_()
-            last = self.mlp[-1]
-            assert isinstance(last, nn.Linear)
-            last.weight.mul_(0.01)
-        self.eval()
+    feature_weights: np.ndarray  # (4,)
+    w1: np.ndarray  # (6, hidden)
+    b1: np.ndarray  # (hidden,)
+    w2: np.ndarray  # (hidden,)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Scores of candidates. Shape: (..., 6) -> (...)."""
-        return (self.mlp(x) + self.skip(x[..., 4:5])).squeeze(-1)
+    @classmethod
+    def initial(cls, hidden: int = 16, weights: tuple[float, ...] = (0.4, 0.2, 0.2, 0.2), seed: int = 0) -> ToolRefiner:
+        """Starts as the fixed first-stage blend: the MLP's output layer is zero."""
+        rng = np.random.default_rng(seed)
+        return cls(np.asarray(weights, np.float32), (0.3 * rng.standard_normal((N_INPUTS, hidden))).astype(np.float32),
+                   np.zeros(hidden, np.float32), np.zeros(hidden, np.float32))
 
-    @staticmethod
-    def inputs(feats: np.ndarray, blend: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """Stack the refiner inputs: ``feats`` (n, 4), ``blend`` (n,), ``counts`` (n,) -> (n, 6) float32."""
-        return np.concatenate([feats, blend[:, None], np.log1p(counts.astype(np.float32))[:, None]], axis=1).astype(
-            np.float32)
+    @property
+    def hidden(self) -> int:
+        return int(self.w1.shape[1])
 
-    def rescore(self, q: np.ndarray, rows: np.ndarray, feats: np.ndarray, scores: np.ndarray, index: Any) -> np.ndarray:
-        """New scores for candidate ``rows`` of one query (the first-stage ``scores`` are an input)."""
-        x = self.inputs(feats, scores, index.counts[rows])
-        return self.numpy_forward(x)
+    def base(self, feats: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Scores ``(n,)`` of ``n`` candidates from their features ``(n, 4)`` and example counts ``(n,)``."""
+        lin = feats @ self.feature_weights
+        z = np.concatenate([feats, lin[:, None], np.log1p(np.asarray(counts, np.float32))[:, None]], axis=1)
+        return (lin + np.maximum(z @ self.w1 + self.b1, 0.0) @ self.w2).astype(np.float32)
 
-    def train(self, mode: bool = True) -> ToolRefiner:
-        self._np = None  # weights may change while training: drop the inference copy
-        return super().train(mode)
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"refiner.feature_weights": self.feature_weights, "refiner.w1": self.w1, "refiner.b1": self.b1,
+                "refiner.w2": self.w2}
 
-    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
-        self._np = None  # new weights: drop the inference copy
-        return super().load_state_dict(*args, **kwargs)
+    @classmethod
+    def from_tensors(cls, t: dict[str, np.ndarray]) -> ToolRefiner:
+        return cls(t["refiner.feature_weights"], t["refiner.w1"], t["refiner.b1"], t["refiner.w2"])
 
-    def numpy_forward(self, x: np.ndarray) -> np.ndarray:
-        """:meth:`forward` in numpy (eval mode): a few tiny matrix products, no torch thread pool to wake
-        (which cost ~10 ms per query on 2 cores right after query encoding)."""
-        if getattr(self, "_np", None) is None:
-            self._np = {k: v.detach().numpy().copy() for k, v in self.state_dict().items()}
-        w = self._np
-        assert w is not None
-        h = np.maximum(x @ w["mlp.0.weight"].T + w["mlp.0.bias"], 0.0)
-        h = np.maximum(h @ w["mlp.2.weight"].T + w["mlp.2.bias"], 0.0)
-        out = h @ w["mlp.4.weight"].T + w["mlp.4.bias"] + x[:, 4:5] * w["skip.weight"][0, 0] + w["skip.bias"]
-        return out[:, 0].astype(np.float32)
+
+@dataclass
+class LearnedStage:
+    """The fitted learned stage: a :class:`ToolRefiner` and/or an :class:`MLCHead` (either may be
+    ``None``; without a refiner the features are blended with the fixed first-stage weights), the learned
+    temperature ``tau``, and ``names``, the tool names the head's rows belong to (kept aligned with the
+    retriever's tools by :meth:`aligned`). ``info`` records how it was fitted."""
+
+    refiner: ToolRefiner | None
+    mlc: MLCHead | None
+    tau: float
+    names: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parts(self) -> list[str]:
+        return [p for p, m in (("refiner", self.refiner), ("mlc", self.mlc)) if m is not None]
+
+    def score(self, q: np.ndarray, rows: np.ndarray, feats: np.ndarray, counts: np.ndarray,
+              blend: np.ndarray) -> np.ndarray:
+        """Fused scores of candidate ``rows`` for one request vector ``q`` (dim,), given their features
+        ``(n, 4)``, example counts and the fixed-blend weights ``blend`` (4,) used without a refiner."""
+        s = self.refiner.base(feats, counts) if self.refiner is not None else feats @ blend
+        if self.mlc is not None:
+            s = s + self.tau * self.mlc.rows(q, rows)
+        return s.astype(np.float32, copy=False)
+
+    def aligned(self, names: list[str]) -> LearnedStage:
+        """This stage re-indexed to ``names`` (the retriever's tools now): rows of removed tools are
+        dropped, tools it was not fitted with get a zero head row (they rank by the refiner alone)."""
+        if names == self.names:
+            return self
+        mlc = None
+        if self.mlc is not None:
+            old = {n: i for i, n in enumerate(self.names)}
+            src = np.array([old.get(n, -1) for n in names], dtype=np.int64)
+            mlc = self.mlc.take(src)
+        return LearnedStage(self.refiner, mlc, self.tau, list(names), dict(self.info))
 
     def config(self) -> dict[str, Any]:
-        return {"architecture": "tool_refiner", "hidden": self.hidden, "inputs": N_INPUTS}
+        return {"architecture": ARCHITECTURE, "parts": self.parts, "tau": self.tau,
+                "hidden": self.refiner.hidden if self.refiner is not None else None, "info": self.info}
 
     def save(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Write the weights as safetensors; returns the config to store beside them."""
-        from safetensors.torch import save_file
+        from safetensors.numpy import save_file
 
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(path))
+        tensors: dict[str, np.ndarray] = {}
+        if self.refiner is not None:
+            tensors.update(self.refiner.tensors())
+        if self.mlc is not None:
+            tensors.update({"mlc.weight": self.mlc.weight, "mlc.bias": self.mlc.bias})
+        if not tensors:
+            tensors["tau"] = np.array([self.tau], np.float32)
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(path))
         return self.config()
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], config: dict[str, Any]) -> ToolRefiner:
-        from safetensors.torch import load_file
+    def load(cls, path: str | os.PathLike[str], config: dict[str, Any], names: list[str]) -> LearnedStage:
+        from safetensors.numpy import load_file
 
-        model = cls(hidden=int(config["hidden"]))
-        model.load_state_dict(load_file(str(path)))
-        return model.eval()
+        t = load_file(str(path))
+        parts = set(config["parts"])
+        refiner = ToolRefiner.from_tensors(t) if "refiner" in parts else None
+        mlc = MLCHead(t["mlc.weight"], t["mlc.bias"]) if "mlc" in parts else None
+        if mlc is not None and len(mlc.bias) != len(names):
+            msg = f"the learned stage has {len(mlc.bias)} tool rows, the index {len(names)} tools"
+            raise ValueError(msg)
+        return cls(refiner, mlc, float(config["tau"]), list(names), dict(config.get("info") or {}))

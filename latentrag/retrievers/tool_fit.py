@@ -1,102 +1,283 @@
-"""Fitting the :class:`~latentrag.models.tool_refiner.ToolRefiner`, the learned stage of tool retrieval, on a
-tool index's own usage examples (called by :meth:`ToolRetriever.fit`; inference code, so it lives here and
-not in :mod:`latentrag.training`).
+"""Fitting the learned stage of tool retrieval (:class:`~latentrag.models.tool_refiner.LearnedStage`: the
+:class:`~latentrag.models.tool_refiner.ToolRefiner` and the residual
+:class:`~latentrag.models.tool_mlc.MLCHead`) on a tool index's own usage examples. Called by
+:meth:`ToolRetriever.fit <latentrag.retrievers.tools.ToolRetriever.fit>`; inference code, so it lives here
+and not in :mod:`latentrag.training`.
 
-Each example is replayed as a query with itself left out of the index (leave-one-out features), so the
-refiner learns from the situation it meets at query time: a new request whose own phrasing is not
-among the examples. The loss is a listwise softmax over the first stage's candidates with the
-example's tools as positives. Full-batch AdamW; seconds on a CPU for thousands of examples.
+Each example is replayed as a request with itself left out of the index (leave-one-out features), so
+the stage learns from the situation it meets at query time: a new request whose own phrasing is not
+among the examples. Its candidates are the first stage's (its own tools forced in), the loss a listwise
+softmax over them with the example's tools as positives; the head starts at zero with an L2 penalty, so
+it only moves a tool's score as far as that tool's examples support. Mini-batch Adam in numpy (no torch:
+nothing to import, no thread pool to share with the encoder); about a second for a thousand examples.
+
+The defaults (:class:`FitConfig`) won the cross-validated selection of ``benchmarks/tools.py --select``
+over the four shared tool sets (dev splits only; the reported numbers are on the test splits).
 """
 
 from __future__ import annotations
 
-import random
+import time
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from latentrag.models.tool_mlc import MLCHead
+from latentrag.models.tool_refiner import LearnedStage, ToolRefiner
 
-def refiner_batch(index: Any, weights: Any, examples: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs ``(n_examples, n_candidates, 6)`` and positive mask ``(n_examples, n_candidates)`` built
-    from leave-one-out features of each example's first-stage candidates."""
-    from latentrag.models.tool_refiner import ToolRefiner
-
-    ids = list(range(len(index.examples))) if examples is None else examples
-    wvec = np.array([weights.desc, weights.mean, weights.max, weights.top], dtype=np.float32)
-    n_cand = min(len(index), weights.candidates)
-    cands = index.candidates(index.examples[ids], weights, n_cand)
-    xs, masks = [], []
-    for row_i, ex in enumerate(ids):
-        rows = cands[row_i]
-        pos = np.isin(rows, index.example_tools[ex])
-        if not pos.any():
-            continue
-        feats = index.features(index.examples[ex], rows, weights.top_m, exclude=ex)
-        counts = index.counts[rows] - pos.astype(np.int64)
-        xs.append(ToolRefiner.inputs(feats, feats @ wvec, counts))
-        masks.append(pos)
-    if not xs:
-        return np.zeros((0, n_cand, 6), np.float32), np.zeros((0, n_cand), bool)
-    return np.stack(xs), np.stack(masks)
+#: A dense ``(batch, warm tools)`` logit matrix up to this many tools with examples; above, the head's rows
+#: are gathered per candidate instead (cost set by the candidate count, not the catalogue size).
+DENSE_MAX_TOOLS = 1024
 
 
-def _fit(x: np.ndarray, mask: np.ndarray, *, epochs: int, lr: float, hidden: int, weight_decay: float,
-         seed: int) -> Any:
-    import torch
+@dataclass(frozen=True)
+class FitConfig:
+    """What the learned stage holds and how it is fitted.
 
-    from latentrag.models.tool_refiner import ToolRefiner
+    ``refiner``/``mlc`` switch the two parts (``refiner=False`` keeps the fixed first-stage blend and
+    learns only the temperature and the head). ``l2`` is the head's penalty per example; ``epochs`` passes
+    over the examples, capped at ``max_steps`` mini-batches; ``min_examples`` is the fewest examples
+    ``refiner="auto"`` fits on."""
 
-    torch.manual_seed(seed)
-    model = ToolRefiner(hidden=hidden)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    xt, mt = torch.from_numpy(x), torch.from_numpy(mask)
-    for _ in range(epochs):
-        logits = model(xt)
-        pos = torch.logsumexp(logits.masked_fill(~mt, float("-inf")), dim=1)
-        loss = (torch.logsumexp(logits, dim=1) - pos).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    refiner: bool = True
+    mlc: bool = True
+    hidden: int = 16
+    epochs: int = 60
+    max_steps: int = 600
+    batch_size: int = 512
+    lr: float = 1e-2
+    l2: float = 1e-3
+    seed: int = 0
+    min_examples: int = 20
 
-
-def _mrr(scores: np.ndarray, mask: np.ndarray) -> float:
-    """Mean reciprocal rank of the best-ranked positive per row."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    first = np.argmax(np.take_along_axis(mask, order, axis=1), axis=1)
-    return float(np.mean(1.0 / (first + 1)))
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def train_refiner(index: Any, weights: Any, *, epochs: int = 100, lr: float = 3e-3, hidden: int = 32,
-                  weight_decay: float = 1e-2, seed: int = 0, validate: bool = False,
-                  holdout: float = 0.2) -> Any:
-    """A trained :class:`~latentrag.models.tool_refiner.ToolRefiner` (eval mode) for ``index``.
+@dataclass
+class TrainingBatch:
+    """Leave-one-out training inputs: per example, ``rows`` (m, K) candidate tool rows, ``feats`` (m, K, 4),
+    ``counts`` (m, K) example counts without the example itself, ``positive`` (m, K), ``x`` (m, dim)."""
 
-    ``validate=True`` first trains on ``1 - holdout`` of the examples and keeps the refiner only if it
-    ranks the held-out examples' tools better (mean reciprocal rank) than the first-stage blend;
-    otherwise it returns ``None``. The kept refiner is then retrained on every example.
+    rows: np.ndarray
+    feats: np.ndarray
+    counts: np.ndarray
+    positive: np.ndarray
+    x: np.ndarray
+
+
+def training_batch(index: Any, weights: Any, n_cand: int, examples: list[int] | None = None) -> TrainingBatch:
+    """Candidates (the first stage's top ``n_cand``, as at query time) and leave-one-out features of
+    ``examples`` (all by default) of ``index``."""
+    ids = list(range(len(index.examples))) if examples is None else list(examples)
+    n_cand = min(len(index), n_cand)
+    x = np.asarray(index.examples[ids], dtype=np.float32)
+    rows_l, feats_l, counts_l, pos_l = [], [], [], []
+    for start in range(0, len(ids), 1024):  # a (1024, n_tools) score block at a time
+        cands = index.candidates(x[start : start + 1024], weights, n_cand)
+        for j, rows in enumerate(cands):
+            ex = ids[start + j]
+            gold = index.example_tools[ex]
+            missing = [g for g in gold if g not in set(rows.tolist())]
+            if missing:  # its own tools are always candidates (they replace arbitrary ones of the pool)
+                rows = rows.copy()
+                rows[len(rows) - len(missing) :] = missing
+            pos = np.isin(rows, gold)
+            rows_l.append(rows)
+            feats_l.append(index.features(index.examples[ex], rows, weights.top_m, exclude=ex))
+            counts_l.append(index.counts[rows] - pos.astype(np.int64))
+            pos_l.append(pos)
+    dim = index.dim
+    if not ids:
+        empty = np.zeros((0, n_cand), np.int64)
+        return TrainingBatch(empty, np.zeros((0, n_cand, 4), np.float32), empty.copy(), np.zeros((0, n_cand), bool),
+                             np.zeros((0, dim), np.float32))
+    return TrainingBatch(np.stack(rows_l), np.stack(feats_l), np.stack(counts_l), np.stack(pos_l), x)
+
+
+class _Adam:
+    def __init__(self, params: dict[str, np.ndarray], lr: float) -> None:
+        self.lr, self.t = lr, 0
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        self.t += 1
+        c1, c2 = 1 - 0.9**self.t, 1 - 0.999**self.t
+        for k, g in grads.items():
+            self.m[k] = 0.9 * self.m[k] + 0.1 * g
+            self.v[k] = 0.999 * self.v[k] + 0.001 * g * g
+            params[k] -= self.lr * (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + 1e-8)
+
+
+def _softmax(z: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    if mask is not None:
+        z = np.where(mask, z, -np.inf)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _Model:
+    """The fused score and its gradient for a mini-batch (the math of :class:`LearnedStage`)."""
+
+    def __init__(self, cfg: FitConfig, blend: np.ndarray, n_tools: int, warm: np.ndarray, dim: int) -> None:
+        self.cfg, self.blend, self.n_tools = cfg, blend.astype(np.float32), n_tools
+        self.n_warm = len(warm)
+        self.col = np.full(n_tools, self.n_warm, dtype=np.int64)  # tool row -> head row (cold: a zero row)
+        self.col[warm] = np.arange(self.n_warm)
+        ref = ToolRefiner.initial(cfg.hidden, tuple(blend.tolist()), cfg.seed)
+        self.p: dict[str, np.ndarray] = {"log_inv_tau": np.array([np.log(20.0)], np.float32)}
+        if cfg.refiner:
+            self.p.update(a=ref.feature_weights.copy(), w1=ref.w1.copy(), b1=ref.b1.copy(), w2=ref.w2.copy())
+        if cfg.mlc:
+            self.p["W"] = np.zeros((self.n_warm, dim), np.float32)
+            self.p["b"] = np.zeros(n_tools, np.float32)
+
+    def loss_grad(self, b: TrainingBatch, share: float) -> tuple[float, dict[str, np.ndarray]]:
+        p, cfg = self.p, self.cfg
+        f, lc = b.feats, np.log1p(b.counts.astype(np.float32))
+        bsz, k = b.rows.shape
+        a = p["a"] if cfg.refiner else self.blend
+        lin = f @ a
+        if cfg.refiner:
+            z = np.concatenate([f, lin[..., None], lc[..., None]], axis=-1)
+            pre = z @ p["w1"] + p["b1"]
+            h = np.maximum(pre, 0.0)
+            base = lin + h @ p["w2"]
+        else:
+            base = lin
+        inv = float(np.exp(p["log_inv_tau"][0]))
+        logits = inv * base
+        if cfg.mlc:
+            cols = self.col[b.rows]
+            dense = self.n_warm <= DENSE_MAX_TOOLS
+            if dense:
+                xw = np.concatenate([b.x @ p["W"].T, np.zeros((bsz, 1), np.float32)], axis=1)
+                head = np.take_along_axis(xw, cols, axis=1)
+            else:
+                wz = np.concatenate([p["W"], np.zeros((1, p["W"].shape[1]), np.float32)])
+                head = np.einsum("bd,bkd->bk", b.x, wz[cols])
+            logits = logits + head + p["b"][b.rows]
+        prob, prob_pos = _softmax(logits), _softmax(logits, b.positive)
+        lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+        masked = np.where(b.positive, logits, -np.inf)
+        lse_pos = np.log(np.exp(masked - masked.max(1, keepdims=True)).sum(1)) + masked.max(1)
+        loss = float((lse - lse_pos).mean())
+        g = ((prob - prob_pos) / bsz).astype(np.float32)
+        grads: dict[str, np.ndarray] = {"log_inv_tau": np.array([float((g * base).sum()) * inv], np.float32)}
+        g_base = g * inv
+        if cfg.refiner:
+            grads["w2"] = h.reshape(-1, cfg.hidden).T @ g_base.reshape(-1)
+            g_pre = (g_base[..., None] * p["w2"]) * (pre > 0)
+            grads["w1"] = z.reshape(-1, z.shape[-1]).T @ g_pre.reshape(-1, cfg.hidden)
+            grads["b1"] = g_pre.sum(axis=(0, 1))
+            g_lin = g_base + (g_pre @ p["w1"].T)[..., f.shape[-1]]
+            grads["a"] = f.reshape(-1, f.shape[-1]).T @ g_lin.reshape(-1)
+        if cfg.mlc:
+            if dense:
+                flat = (np.arange(bsz)[:, None] * (self.n_warm + 1) + cols).reshape(-1)
+                g_cols = np.bincount(flat, weights=g.reshape(-1), minlength=bsz * (self.n_warm + 1))
+                g_w = g_cols.reshape(bsz, self.n_warm + 1)[:, : self.n_warm].T.astype(np.float32) @ b.x
+            else:  # scatter the (candidate, example) outer products into the head rows they touch
+                flat_cols = cols.reshape(-1)
+                order = np.argsort(flat_cols, kind="stable")
+                vals = g.reshape(-1)[order, None] * b.x[order // k]
+                uniq, starts = np.unique(flat_cols[order], return_index=True)
+                g_w = np.zeros((self.n_warm + 1, b.x.shape[1]), np.float32)
+                g_w[uniq] = np.add.reduceat(vals, starts, axis=0)
+                g_w = g_w[: self.n_warm]
+            grads["W"] = g_w + 2 * cfg.l2 * share * p["W"]
+            grads["b"] = (np.bincount(b.rows.reshape(-1), weights=g.reshape(-1), minlength=self.n_tools).astype(
+                np.float32) + 2 * cfg.l2 * share * p["b"])
+            loss += cfg.l2 * share * float((p["W"] ** 2).sum() + (p["b"] ** 2).sum())
+        return loss, {k: v.astype(np.float32) for k, v in grads.items()}
+
+    def stage(self, names: list[str], info: dict[str, Any]) -> LearnedStage:
+        p, cfg = self.p, self.cfg
+        refiner = ToolRefiner(p["a"], p["w1"], p["b1"], p["w2"]) if cfg.refiner else None
+        mlc = None
+        if cfg.mlc:
+            w = np.zeros((self.n_tools, p["W"].shape[1]), np.float32)
+            warm = self.col < self.n_warm
+            w[warm] = p["W"][self.col[warm]]
+            mlc = MLCHead(w, p["b"])
+        return LearnedStage(refiner, mlc, float(1.0 / np.exp(p["log_inv_tau"][0])), list(names), info)
+
+
+def _train(batch: TrainingBatch, index: Any, weights: Any, cfg: FitConfig) -> _Model:
+    blend = np.array([weights.desc, weights.mean, weights.max, weights.top], dtype=np.float32)
+    warm = np.flatnonzero(index.counts > 0)
+    model = _Model(cfg, blend, len(index), warm, index.dim)
+    m = len(batch.x)
+    rng = np.random.default_rng(cfg.seed)
+    opt = _Adam(model.p, cfg.lr)
+    per_epoch = max(1, -(-m // cfg.batch_size))
+    steps = min(cfg.epochs * per_epoch, max(cfg.max_steps, per_epoch))
+    done = 0
+    while done < steps:
+        perm = rng.permutation(m)
+        for s in range(0, m, cfg.batch_size):
+            ix = perm[s : s + cfg.batch_size]
+            sub = TrainingBatch(batch.rows[ix], batch.feats[ix], batch.counts[ix], batch.positive[ix], batch.x[ix])
+            _, grads = model.loss_grad(sub, len(ix) / m)
+            opt.step(model.p, grads)
+            done += 1
+            if done >= steps:
+                break
+    return model
+
+
+def _mrr(stage: LearnedStage | None, index: Any, weights: Any, x: np.ndarray, gold: list[list[int]]) -> float:
+    """Mean reciprocal rank of the best-ranked gold tool among the first-stage candidates (0 if absent)."""
+    blend = np.array([weights.desc, weights.mean, weights.max, weights.top], dtype=np.float32)
+    n_cand = min(len(index), max(weights.candidates, 1))
+    cands = index.candidates(x, weights, n_cand)
+    total = 0.0
+    for q, rows, g in zip(x, cands, gold, strict=True):
+        feats = index.features(q, rows, weights.top_m)
+        s = feats @ blend if stage is None else stage.score(q, rows, feats, index.counts[rows], blend)
+        ranked = rows[np.argsort(-s, kind="stable")]
+        hit = np.flatnonzero(np.isin(ranked, g))
+        total += 1.0 / (hit[0] + 1) if len(hit) else 0.0
+    return total / max(1, len(x))
+
+
+def fit_stage(index: Any, weights: Any, names: list[str], config: FitConfig | None = None, *,
+              validate: bool = False, holdout: float = 0.2) -> LearnedStage | None:
+    """The :class:`LearnedStage` fitted on every example of ``index`` (``names``: its tool names), or
+    ``None`` when the config switches both parts off.
+
+    ``validate=True`` first fits on ``1 - holdout`` of the examples and returns ``None`` unless the stage
+    ranks the held-out examples' tools better (mean reciprocal rank) than the first stage does.
     """
-    import torch
-
-    from latentrag.errors import InvalidInputError
-
-    random.seed(seed)
-    np.random.seed(seed)
-    x, mask = refiner_batch(index, weights)
-    if len(x) == 0:
-        msg = "none of the usage examples has its tool among the first-stage candidates; the refiner cannot train."
-        raise InvalidInputError(msg)
-    opts: dict[str, Any] = {"epochs": epochs, "lr": lr, "hidden": hidden, "weight_decay": weight_decay, "seed": seed}
-    if validate:
-        perm = np.random.default_rng(seed).permutation(len(x))
-        n_hold = max(1, int(holdout * len(x)))
-        hold, fit = perm[:n_hold], perm[n_hold:]
-        if len(fit) == 0:
+    cfg = config or FitConfig()
+    if not (cfg.refiner or cfg.mlc):
+        return None
+    t0 = time.perf_counter()
+    m = len(index.examples)
+    info: dict[str, Any] = {"n_examples": m, "n_tools": len(index), "config": cfg.as_dict()}
+    if validate and m >= 5:
+        perm = np.random.default_rng(cfg.seed).permutation(m)
+        n_hold = max(1, int(holdout * m))
+        hold, keep = perm[:n_hold], np.sort(perm[n_hold:])
+        sub = index.subset(keep)
+        trial = _train(training_batch(sub, weights, weights.candidates), sub, weights, cfg).stage(names, {})
+        x = index.examples[hold]
+        gold = [index.example_tools[i] for i in hold]
+        mrr_stage, mrr_first = _mrr(trial, sub, weights, x, gold), _mrr(None, sub, weights, x, gold)
+        info["holdout_mrr"] = {"learned": round(mrr_stage, 4), "first_stage": round(mrr_first, 4)}
+        if mrr_stage <= mrr_first:
             return None
-        model = _fit(x[fit], mask[fit], **opts)
-        with torch.inference_mode():
-            refined = model(torch.from_numpy(x[hold])).numpy()
-        if _mrr(refined, mask[hold]) <= _mrr(x[hold][..., 4], mask[hold]):
-            return None
-    return _fit(x, mask, **opts)
+    stage = _train(training_batch(index, weights, weights.candidates), index, weights, cfg).stage(names, info)
+    stage.info["fit_s"] = round(time.perf_counter() - t0, 3)
+    return stage
+
+
+def with_parts(config: FitConfig, parts: str) -> FitConfig:
+    """``config`` with only ``parts`` (``"refiner"``, ``"mlc"``, ``"both"``) switched on (ablations)."""
+    return replace(config, refiner=parts in ("refiner", "both"), mlc=parts in ("mlc", "both"))
+
+
+__all__ = ["FitConfig", "TrainingBatch", "fit_stage", "training_batch", "with_parts"]

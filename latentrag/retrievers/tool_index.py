@@ -18,6 +18,7 @@ beyond query encoding stays well under 2 ms at 10,000 tools.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -104,6 +105,23 @@ class ToolIndex:
         self._invalidate()
         return keep_ex
 
+    def copy(self) -> ToolIndex:
+        """An independent copy (a snapshot a background fit can read while the original changes)."""
+        out = ToolIndex(self.dim)
+        out.desc, out.sums, out.counts = self.desc.copy(), self.sums.copy(), self.counts.copy()
+        out.examples = self.examples.copy()
+        out.example_tools = [list(r) for r in self.example_tools]
+        out.tool_examples = [list(e) for e in self.tool_examples]
+        return out
+
+    def subset(self, examples: np.ndarray) -> ToolIndex:
+        """The same tools with only the usage ``examples`` (indices) kept (held-out validation)."""
+        out = ToolIndex(self.dim)
+        out.add_tools(self.desc)
+        ids = np.asarray(examples, dtype=np.int64)
+        out.add_examples(self.examples[ids], [self.example_tools[int(i)] for i in ids])
+        return out
+
     def _invalidate(self) -> None:
         self._means = None
         self._first = None
@@ -161,13 +179,20 @@ class ToolIndex:
                     n = int(self.counts[r]) - 1
                     mean[c] = d[c] if n <= 0 else float(_normalize_rows((self.sums[r] - e)[None] / n)[0] @ q)
         lens = np.fromiter((len(e) for e in ex_lists), dtype=np.int64, count=len(ex_lists))
-        if lens.sum():
-            flat = np.fromiter((i for e in ex_lists for i in e), dtype=np.int64, count=int(lens.sum()))
+        total = int(lens.sum())
+        if total:
+            flat = np.fromiter(chain.from_iterable(ex_lists), dtype=np.int64, count=total)
             sims = self.examples[flat] @ q
-            bounds = np.concatenate([[0], np.cumsum(lens)])
-            for j in np.flatnonzero(lens):
-                seg = sims[bounds[j] : bounds[j + 1]]
-                mx[j] = seg.max()
-                m = min(top_m, len(seg))
-                top[j] = np.partition(seg, len(seg) - m)[len(seg) - m :].mean() if m > 1 else mx[j]
+            # one padded (candidates, longest list) matrix instead of a loop over candidates
+            starts = np.cumsum(lens) - lens
+            seg = np.repeat(np.arange(len(lens)), lens)
+            pad = np.full((len(lens), int(lens.max())), -np.inf, dtype=np.float32)
+            pad[seg, np.arange(total) - starts[seg]] = sims
+            has = lens > 0
+            mx[has] = pad[has].max(axis=1)
+            m = max(1, min(top_m, pad.shape[1]))
+            best = -np.partition(-pad, m - 1, axis=1)[:, :m] if m < pad.shape[1] else pad
+            take = np.minimum(lens, max(1, top_m))
+            sums = np.where(np.isfinite(best), best, 0.0).sum(axis=1)
+            top[has] = sums[has] / take[has]
         return np.stack([d, mean, mx, top], axis=1).astype(np.float32)

@@ -1,10 +1,17 @@
 """``ToolRetriever``: pick the few right tools for a request, in milliseconds, with no LLM call.
 
-Each tool is scored from its description embedding and, when usage examples are given, from its Tool2Vec
-vector (running mean of the example embeddings) and a nearest-example vote (see
-:mod:`latentrag.retrievers.tool_index`). An optional :class:`~latentrag.models.tool_refiner.ToolRefiner`,
-trained in seconds on the user's own examples, re-scores the top candidates. Without examples everything
-degrades to description retrieval. The retriever never calls a tool.
+Two stages. The first scores each tool from its description embedding and, when usage examples are
+given, from its Tool2Vec vector (running mean of the example embeddings) and a nearest-example vote (see
+:mod:`latentrag.retrievers.tool_index`), and keeps the best candidates. The second, learned from the
+catalogue's own examples when there are enough of them
+(:class:`~latentrag.models.tool_refiner.LearnedStage`, fitted by :mod:`latentrag.retrievers.tool_fit`),
+re-scores those candidates: learned feature weights and a small MLP over the first stage's features,
+plus a multi-label head over the request embedding (Tool2Vec's MLC) fused into one score. Without
+examples everything degrades to description retrieval. The retriever never calls a tool.
+
+Updates (``add_tools``, ``add_examples``, ``remove_tools``) take effect at once; the learned stage is
+then marked stale and refitted in a background thread while queries keep using the previous fit (its
+head rows follow the tools: a removed tool's row goes, a new tool gets a zero row).
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,12 +31,16 @@ from latentrag import versioned
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import InvalidInputError, LatentRagError, StoreCorruptError, StoreError, check_query
 from latentrag.retrievers.base import BaseRetriever
+from latentrag.retrievers.tool_fit import FitConfig
 from latentrag.retrievers.tool_index import FEATURES, BlendWeights, ToolIndex
-from latentrag.retrievers.tool_intents import fuse_max, split_intents
+from latentrag.retrievers.tool_intents import MODES, fuse_cover, fuse_max, split_intents
 from latentrag.retrievers.tool_schema import ToolSpec, normalize_tool, normalize_tools
 from latentrag.stores.base import check_encoder
 from latentrag.types import Hit
 from latentrag.validate import check_str_list
+
+if TYPE_CHECKING:
+    from latentrag.models.tool_refiner import LearnedStage
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +71,9 @@ class ToolRetriever(BaseRetriever):
         *,
         weights: BlendWeights | None = None,
         keep_turns: int = 0,
-        multi_intent: bool = True,
+        multi_intent: bool | str = True,
+        refiner: bool | str = "auto",
+        fit_config: FitConfig | None = None,
     ) -> None:
         super().__init__(k)
         self.encoder = load_encoder(encoder)
@@ -74,13 +88,26 @@ class ToolRetriever(BaseRetriever):
             msg = f"keep_turns must be an integer >= 0, got {keep_turns!r}."
             raise InvalidInputError(msg)
         self.keep_turns = keep_turns
-        self.multi_intent = bool(multi_intent)
-        self.refiner: Any = None
+        self.multi_intent = _intent_mode(multi_intent)
+        if refiner is not False and refiner not in ("auto", True):
+            msg = f"refiner must be 'auto', True or False, got {refiner!r}."
+            raise InvalidInputError(msg)
+        if fit_config is not None and not isinstance(fit_config, FitConfig):
+            msg = f"fit_config must be a FitConfig, got {type(fit_config).__name__} ({fit_config!r:.80})."
+            raise InvalidInputError(msg)
+        self.refit_policy: bool | str = refiner
+        self.fit_config = fit_config or FitConfig()
+        #: the fitted learned stage (:class:`~latentrag.models.tool_refiner.LearnedStage`) or None
+        self.refiner: LearnedStage | None = None
         self._index = ToolIndex(int(self.encoder.dim))
         self._specs: list[ToolSpec] = []
         self._row: dict[str, int] = {}
         self._examples: list[Example] = []
         self._lock = threading.RLock()
+        self._generation = 0  # bumped by every update; a fit installs as current only if none came since
+        self._stale = False  # the learned stage lags the tools or examples (a refit is due)
+        self._worker: threading.Thread | None = None
+        self._fit_error: BaseException | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -94,37 +121,38 @@ class ToolRetriever(BaseRetriever):
         weights: BlendWeights | None = None,
         refiner: bool | str = "auto",
         keep_turns: int = 0,
-        multi_intent: bool = True,
+        multi_intent: bool | str = True,
+        fit_config: FitConfig | None = None,
     ) -> ToolRetriever:
         """Index ``tools`` (any mix of OpenAI/MCP schema dicts, LangChain and LlamaIndex tools) and optional
-        usage ``examples`` (``(query, [tool names])`` pairs).
+        usage ``examples`` (``(query, [tool names])`` pairs), and fit the learned stage on the examples
+        before returning.
 
-        ``refiner=True`` trains the small re-scorer on the examples, ``False`` never does. ``"auto"`` (the
-        default) trains it when there are at least 100 examples and 3 per tool on average, and keeps it only
-        if it beats the first stage on a held-out fifth of them. Measured in ``benchmarks/tools.py``: with
-        ~5 examples per tool (APIBench TensorFlow) it lifts R@1 by several points; with under one example
-        per tool (ToolBench, APIBench HuggingFace) it does not help, and "auto" leaves it off.
+        ``refiner="auto"`` (the default) fits the learned stage (:class:`~latentrag.models.tool_refiner.
+        LearnedStage`) when there are at least ``fit_config.min_examples`` (20) examples, ``True`` whenever
+        there is one, ``False`` never. The same rule refits it in the background after later updates.
+        ``fit_config`` (:class:`~latentrag.retrievers.tool_fit.FitConfig`) says which parts it has and how
+        it is fitted; the defaults are the cross-validated best of ``benchmarks/tools.py``.
 
-        ``multi_intent=True`` (the default) also scores each part of a request that asks for several things
-        ("find X. Also compute Y") and lets every tool keep its best score
-        (:mod:`latentrag.retrievers.tool_intents`); a one-part request is scored as before.
+        ``multi_intent=True`` (the default, same as ``"cover"``) also scores each part of a request that
+        asks for several things ("find X. Also compute Y") and makes sure every part's best tool is in the
+        top ``k``, after the whole request's best (:mod:`latentrag.retrievers.tool_intents`); ``"max"`` is
+        plain max fusion, ``False`` scores the request whole. A one-part request is scored as before.
         """
-        r = cls(encoder, k, weights=weights, keep_turns=keep_turns, multi_intent=multi_intent)
-        r.add_tools(tools)
+        r = cls(encoder, k, weights=weights, keep_turns=keep_turns, multi_intent=multi_intent, refiner=refiner,
+                fit_config=fit_config)
+        r._add_tools(tools)
         if examples is not None:
-            r.add_examples(examples)
-        if refiner is not False and refiner not in ("auto", True):
-            msg = f"refiner must be 'auto', True or False, got {refiner!r}."
-            raise InvalidInputError(msg)
-        if refiner is True:
+            r._add_examples(examples)
+        if r._wants_fit():
             r.fit()
-        elif refiner == "auto" and r._enough_for_refiner():
-            r.fit(validate=True)
         return r
 
-    def _enough_for_refiner(self) -> bool:
-        """At least 100 examples (the held-out fifth that decides has 20+) and 3 per tool on average."""
-        return len(self._examples) >= 100 and len(self._examples) >= 3 * len(self._specs)
+    def _wants_fit(self) -> bool:
+        """Whether the refit policy asks for a learned stage on the current examples."""
+        if self.refit_policy is True:
+            return bool(self._examples)
+        return self.refit_policy == "auto" and len(self._examples) >= self.fit_config.min_examples
 
     # ------------------------------------------------------------------ properties
     def __len__(self) -> int:
@@ -134,9 +162,10 @@ class ToolRetriever(BaseRetriever):
         return name in self._row
 
     def __repr__(self) -> str:
+        stage = "+".join(self.refiner.parts) if self.refiner is not None else "no"
         return (
             f"ToolRetriever(tools={len(self._specs)}, examples={len(self._examples)}, k={self.k}, "
-            f"refiner={'yes' if self.refiner is not None else 'no'}, encoder={self.encoder.name!r})"
+            f"learned={stage}{' (stale)' if self._stale else ''}, encoder={self.encoder.name!r})"
         )
 
     @property
@@ -147,6 +176,11 @@ class ToolRetriever(BaseRetriever):
     def examples(self) -> list[Example]:
         """The usage examples, as ``(query, [tool names])`` pairs (a copy)."""
         return [(q, list(n)) for q, n in self._examples]
+
+    @property
+    def fit_pending(self) -> bool:
+        """True while a refit of the learned stage is due or running (it lags the latest update)."""
+        return self._worker is not None or (self._stale and self._wants_fit())
 
     def specs(self) -> list[ToolSpec]:
         return list(self._specs)
@@ -166,7 +200,12 @@ class ToolRetriever(BaseRetriever):
     # ------------------------------------------------------------------ updates
     def add_tools(self, tools: Sequence[Any]) -> None:
         """Add tools (any accepted form). Names must be new; their description vectors are appended, nothing
-        else is recomputed."""
+        else is recomputed. A fitted learned stage keeps serving (the new tools rank by their features
+        until the background refit, which this schedules, has learned them)."""
+        self._add_tools(tools)
+        self._changed()
+
+    def _add_tools(self, tools: Sequence[Any]) -> None:
         specs = normalize_tools(tools)
         with self._lock:
             for s in specs:
@@ -176,26 +215,44 @@ class ToolRetriever(BaseRetriever):
                         "first to replace it."
                     )
                     raise InvalidInputError(msg)
-            vecs = self.encoder.encode([s.embed_text() for s in specs])
+        vecs = self.encoder.encode([s.embed_text() for s in specs])  # outside the lock: queries keep running
+        with self._lock:
+            for s in specs:
+                if s.name in self._row:  # another thread added it while we encoded
+                    msg = f"tool {s.name!r} was added concurrently; tool names are ids."
+                    raise InvalidInputError(msg)
             for s in specs:
                 self._row[s.name] = len(self._specs)
                 self._specs.append(s)
             self._index.add_tools(vecs)
+            self._realign()
         logger.debug("indexed %d tools (%d in all)", len(specs), len(self._specs))
 
     def add_examples(self, examples: Iterable[Any]) -> None:
-        """Add usage examples ``(query, [tool names])``; each updates the running mean of the tools it names.
-        A trained refiner is kept (call :meth:`fit` again to retrain it on the new examples)."""
-        parsed = [self._parse_example(e, i) for i, e in enumerate(examples)]
-        if not parsed:
-            return
+        """Add usage examples ``(query, [tool names])``; each updates the running mean of the tools it names
+        at once. The learned stage is refitted in a background thread (queries meanwhile use the previous
+        fit); :meth:`wait_for_fit` waits for it, :meth:`fit` refits in the calling thread."""
+        if self._add_examples(examples):
+            self._changed()
+
+    def _add_examples(self, examples: Iterable[Any]) -> int:
         with self._lock:
-            vecs = self.encoder.encode([q for q, _ in parsed])
+            parsed = [self._parse_example(e, i) for i, e in enumerate(examples)]
+        if not parsed:
+            return 0
+        vecs = self.encoder.encode([q for q, _ in parsed])
+        with self._lock:
+            for i, (q, names) in enumerate(parsed):  # a tool may have been removed while we encoded
+                if any(n not in self._row for n in names):
+                    msg = f"examples[{i}] ({q!r:.60}) names a tool that was removed concurrently."
+                    raise InvalidInputError(msg)
             self._index.add_examples(vecs, [[self._row[n] for n in names] for _, names in parsed])
             self._examples.extend(parsed)
+        return len(parsed)
 
     def remove_tools(self, names: Sequence[str]) -> None:
-        """Remove tools by name; their examples lose that label (examples left with no tool are dropped)."""
+        """Remove tools by name; their examples lose that label (examples left with no tool are dropped).
+        The learned stage drops their rows at once and is refitted in the background."""
         if isinstance(names, str):
             names = [names]
         with self._lock:
@@ -212,9 +269,20 @@ class ToolRetriever(BaseRetriever):
                 if keep:
                     kept.append((q, [n for n in ns if n not in gone]))
             self._examples = kept
-            if self.refiner is not None:
-                self.refiner = None
-                logger.info("removed tools %s; the refiner was dropped, call fit() to retrain it", sorted(gone))
+            self._realign()
+        self._changed()
+
+    def _realign(self) -> None:
+        """Keep the learned stage's head rows aligned with the tools (lock held)."""
+        if self.refiner is not None:
+            self.refiner = self.refiner.aligned(self.tool_names)
+
+    def _changed(self) -> None:
+        """After an update: the learned stage is stale; refit it in the background if the policy asks."""
+        with self._lock:
+            self._generation += 1
+            self._stale = self.refiner is not None or self._wants_fit()
+        self._schedule_refit()
 
     def _parse_example(self, example: Any, i: int) -> Example:
         if isinstance(example, dict):
@@ -244,30 +312,89 @@ class ToolRetriever(BaseRetriever):
                 out.append(n)
         return query, out
 
-    # ------------------------------------------------------------------ learned parts
-    def fit(
-        self, *, epochs: int | None = None, seed: int = 0, validate: bool = False, **kwargs: Any
-    ) -> ToolRetriever:
-        """Train the :class:`~latentrag.models.tool_refiner.ToolRefiner` on the indexed examples (leave-one-out
-        features, so it learns from the situation it will meet at query time). Seconds on a CPU. With
-        ``validate=True`` the refiner is kept only if it beats the first stage on held-out examples (else
-        ``self.refiner`` stays ``None``)."""
-        from latentrag.retrievers.tool_fit import train_refiner
-
+    # ------------------------------------------------------------------ learned stage
+    def fit(self, config: FitConfig | None = None, *, validate: bool = False, **overrides: Any) -> ToolRetriever:
+        """Fit the learned stage on the indexed examples now, in the calling thread (queries from other
+        threads keep running on the previous fit). ``config`` replaces :attr:`fit_config`; keyword
+        ``overrides`` change single fields of it (``epochs=100``, ``mlc=False``, ...). With
+        ``validate=True`` the stage is kept only if it beats the first stage on a held-out fifth of the
+        examples (else :attr:`refiner` becomes ``None``). About a second per thousand examples on a CPU."""
+        cfg = self.fit_config if config is None else config
+        if not isinstance(cfg, FitConfig):
+            msg = f"config must be a FitConfig, got {type(cfg).__name__} ({cfg!r:.80})."
+            raise InvalidInputError(msg)
+        known = {f.name for f in fields(FitConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            msg = f"fit() got unknown options {unknown}; FitConfig fields are {sorted(known)}."
+            raise InvalidInputError(msg)
+        cfg = replace(cfg, **overrides)
         with self._lock:
             if not self._examples:
                 msg = "fit() needs usage examples; call add_examples([(query, [tool names]), ...]) first."
                 raise InvalidInputError(msg)
-            opts: dict[str, Any] = {"seed": seed, "validate": validate, **kwargs}
-            if epochs is not None:
-                opts["epochs"] = epochs
-            self.refiner = train_refiner(self._index, self.weights, **opts)
+            self.fit_config = cfg
+            gen, snap, names, weights = self._generation, self._index.copy(), self.tool_names, self.weights
+        stage = _fit(snap, weights, names, cfg, validate)
+        with self._lock:
+            self._install(stage, gen)
         return self
+
+    def _install(self, stage: LearnedStage | None, generation: int) -> None:
+        """Swap in a stage fitted on the snapshot of ``generation`` (lock held), aligned to the tools now."""
+        self.refiner = None if stage is None else stage.aligned(self.tool_names)
+        if generation == self._generation:
+            self._stale = False
+
+    def _schedule_refit(self) -> None:
+        with self._lock:
+            if not self._stale or self._worker is not None or not self._wants_fit():
+                return
+            self._worker = threading.Thread(target=self._refit_loop, name="latentrag-tool-refit", daemon=True)
+            self._worker.start()
+
+    def _refit_loop(self) -> None:
+        """Background refits until the learned stage has caught up with the latest update."""
+        try:
+            while True:
+                with self._lock:
+                    if not self._stale or not self._wants_fit():
+                        self._worker = None
+                        return
+                    gen, snap, names = self._generation, self._index.copy(), self.tool_names
+                    weights, cfg = self.weights, self.fit_config
+                stage = _fit(snap, weights, names, cfg, False)
+                with self._lock:
+                    self._install(stage, gen)
+                    if gen == self._generation:
+                        self._worker = None
+                        return
+        except Exception as exc:  # noqa: BLE001 - reported by wait_for_fit and the log; queries go on
+            logger.exception("background refit of the tool retriever's learned stage failed")
+            with self._lock:
+                self._fit_error = exc
+                self._worker = None
+
+    def wait_for_fit(self, timeout: float | None = None) -> bool:
+        """Wait until no background refit is due or running; True when the learned stage is current.
+        A failed background refit raises its error here (once)."""
+        self._schedule_refit()
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+        with self._lock:
+            err, self._fit_error = self._fit_error, None
+            if err is not None:
+                msg = f"the background refit of the learned stage failed: {type(err).__name__}: {err}"
+                raise LatentRagError(msg) from err
+            return self._worker is None and not (self._stale and self._wants_fit())
 
     # ------------------------------------------------------------------ retrieval
     def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None) -> list[list[Hit]]:
+        if self._stale and self._worker is None:
+            self._schedule_refit()  # lazily, e.g. after load() or unpickling a retriever that was stale
         # with caller-given request vectors (maybe another model's) the parts are not encoded: one space only
-        split = self.multi_intent and vectors is None
+        split = bool(self.multi_intent) and vectors is None
         parts = [split_intents(q) for q in queries] if split else [[] for _ in queries]
         flat = [p for ps in parts for p in ps]
         if vectors is None:
@@ -277,26 +404,28 @@ class ToolRetriever(BaseRetriever):
             if rows_in.shape[1] != self._index.dim:
                 msg = f"query embedding has dimension {rows_in.shape[1]}, the tool index {self._index.dim}."
                 raise InvalidInputError(msg)
+        fuse = fuse_cover if self.multi_intent == "cover" else fuse_max
         with self._lock:
             if not self._specs:
                 msg = "the tool retriever holds no tools; call add_tools([...]) before retrieving."
                 raise StoreError(msg)
-            ranked = self._score_rows(rows_in, k)  # requests, then their parts, in one candidate search
+            n_rank = max(k, min(len(self._specs), self.weights.candidates)) if flat else k
+            ranked = self._score_rows(rows_in, n_rank)  # requests, then their parts, in one candidate search
             start = len(queries)
             for i, ps in enumerate(parts):
                 if ps:
-                    ranked[i] = fuse_max([ranked[i], *ranked[start : start + len(ps)]], k)
+                    ranked[i] = fuse([ranked[i], *ranked[start : start + len(ps)]], k)
                     start += len(ps)
-            ranked = ranked[: len(queries)]
             out = []
-            for rows, scores in ranked:
-                out.append([self._hit(int(r), float(s)) for r, s in zip(rows, scores, strict=True)])
+            for rows, scores in ranked[: len(queries)]:
+                out.append([self._hit(int(r), float(s)) for r, s in zip(rows[:k], scores[:k], strict=True)])
             return out
 
     def score_rows(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Ranked ``(rows, scores)`` for each query vector in ``q`` (shape (b, dim)): the top ``k``
-        (clamped to the number of tools), best first. Lower-level than :meth:`retrieve`; safe to call while
-        other threads add or remove tools."""
+        (clamped to the number of tools), best first, by the first stage and the learned stage.
+        Lower-level than :meth:`retrieve` (no multi-intent splitting); safe to call while other threads
+        add or remove tools."""
         with self._lock:
             return self._score_rows(q, k)
 
@@ -307,13 +436,12 @@ class ToolRetriever(BaseRetriever):
         n_cand = min(n, max(w.candidates, k))
         cands = self._index.candidates(q, w, n_cand)
         wvec = np.array([w.desc, w.mean, w.max, w.top], dtype=np.float32)
+        stage, counts = self.refiner, self._index.counts
         out = []
         for qi in range(len(q)):
             rows = cands[qi]
             feats = self._index.features(q[qi], rows, w.top_m)
-            scores = feats @ wvec
-            if self.refiner is not None:
-                scores = self.refiner.rescore(q[qi], rows, feats, scores, self._index)
+            scores = feats @ wvec if stage is None else stage.score(q[qi], rows, feats, counts[rows], wvec)
             order = np.argsort(-scores, kind="stable")[:k]
             out.append((rows[order], scores[order]))
         return out
@@ -343,11 +471,28 @@ class ToolRetriever(BaseRetriever):
                 names.extend(h.id for h in hits if h.id not in names)
         return names
 
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """Attributes without the lock and the background worker (both re-created by __setstate__; a
+        refit that was due or running is redone lazily on the copy's first query)."""
+        with self._lock:
+            state = super().__getstate__()
+        state.pop("_lock", None)
+        state["_worker"] = None
+        state["_fit_error"] = None
+        return state
+
+    def __setstate__(self, state: Any) -> None:
+        super().__setstate__(state)
+        self._lock = threading.RLock()
+        self._worker = None
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save tools, examples, vectors and any trained refiner atomically into the folder ``path``: a new
+        """Save tools, examples, vectors and the learned stage atomically into the folder ``path``: a new
         version folder is written and fsynced, then the ``CURRENT`` pointer is replaced; concurrent saves
-        to one path serialise (see :mod:`latentrag.versioned`)."""
+        to one path serialise (see :mod:`latentrag.versioned`). A stage that was stale (a refit due) is
+        saved as such and refitted lazily after :meth:`load`."""
         root = Path(path)
         with versioned.writing(root) as (version, tmp), self._lock:
             with open(tmp / "tools.jsonl", "w", encoding="utf-8") as fh:
@@ -360,10 +505,10 @@ class ToolRetriever(BaseRetriever):
             np.save(tmp / "desc.npy", self._index.desc)
             np.save(tmp / "examples.npy", self._index.examples)
             files = ["tools.jsonl", "examples.jsonl", "desc.npy", "examples.npy"]
-            refiner_cfg = None
+            learned_cfg = None
             if self.refiner is not None:
-                refiner_cfg = self.refiner.save(tmp / "refiner.safetensors")
-                files.append("refiner.safetensors")
+                learned_cfg = self.refiner.save(tmp / "learned.safetensors")
+                files.append("learned.safetensors")
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "kind": KIND,
@@ -372,7 +517,11 @@ class ToolRetriever(BaseRetriever):
                 "keep_turns": self.keep_turns,
                 "multi_intent": self.multi_intent,
                 "weights": self.weights.as_dict(),
-                "refiner": refiner_cfg,
+                "refiner": None,  # the format-1 refiner of earlier versions; its successor is "learned"
+                "learned": learned_cfg,
+                "learned_stale": self._stale,
+                "refit_policy": self.refit_policy,
+                "fit_config": self.fit_config.as_dict(),
                 "count": len(self._specs),
             }
             return versioned.commit(root, version, tmp, manifest, files)
@@ -386,7 +535,8 @@ class ToolRetriever(BaseRetriever):
         tools: Sequence[Any] | None = None,
     ) -> ToolRetriever:
         """Load a saved retriever. ``tools`` re-attaches the original tool objects by name (so :meth:`select`
-        returns them again); without it :meth:`select` returns OpenAI schema dicts."""
+        returns them again); without it :meth:`select` returns OpenAI schema dicts. A save of an earlier
+        version with its old refiner loads with the learned stage due, refitted on its first query."""
         root = Path(path)
         with versioned.reading(root, kind=KIND, format_version=FORMAT_VERSION, what="ToolRetriever",
                                hint="save one with retriever.save(path)") as (folder, manifest):
@@ -405,8 +555,10 @@ class ToolRetriever(BaseRetriever):
     ) -> ToolRetriever:
         enc = load_encoder(manifest["encoder"]["name"] if encoder is None else encoder)
         check_encoder(manifest["encoder"]["name"], manifest["encoder"]["dim"], enc, f"the tool index at {str(root)!r}")
+        cfg = FitConfig(**manifest["fit_config"]) if manifest.get("fit_config") else None
         r = cls(enc, manifest["k"], weights=BlendWeights(**manifest["weights"]), keep_turns=manifest["keep_turns"],
-                multi_intent=manifest.get("multi_intent", False))
+                multi_intent=manifest.get("multi_intent", False), refiner=manifest.get("refit_policy", "auto"),
+                fit_config=cfg)
         originals = {s.name: s.tool for s in normalize_tools(tools)} if tools else {}
         with open(folder / "tools.jsonl", encoding="utf-8") as fh:
             for i, line in enumerate(fh):
@@ -423,15 +575,35 @@ class ToolRetriever(BaseRetriever):
             exs = [json.loads(line) for line in fh]
         r._examples = [(e["query"], list(e["tools"])) for e in exs]
         r._index.add_examples(np.load(folder / "examples.npy"), [[r._row[n] for n in e["tools"]] for e in exs])
-        if manifest.get("refiner"):
-            from latentrag.models.tool_refiner import ToolRefiner
-
-            r.refiner = ToolRefiner.load(folder / "refiner.safetensors", manifest["refiner"])
         if len(r._specs) != manifest["count"]:
             msg = (f"tool index at {str(folder)!r} holds {len(r._specs)} tools but its manifest says "
                    f"{manifest['count']}.")
             raise StoreCorruptError(msg)
+        if manifest.get("learned"):
+            from latentrag.models.tool_refiner import LearnedStage
+
+            r.refiner = LearnedStage.load(folder / "learned.safetensors", manifest["learned"], r.tool_names)
+            r._stale = bool(manifest.get("learned_stale", False))
+        elif manifest.get("refiner"):  # an earlier version's refiner: refit the learned stage lazily
+            r._stale = r._wants_fit()
         return r
+
+
+def _fit(index: ToolIndex, weights: BlendWeights, names: list[str], cfg: FitConfig,
+         validate: bool) -> LearnedStage | None:
+    from latentrag.retrievers.tool_fit import fit_stage
+
+    return fit_stage(index, weights, names, cfg, validate=validate)
+
+
+def _intent_mode(value: bool | str) -> str | bool:
+    """``multi_intent`` as stored: ``"cover"`` (``True``), ``"max"``, or ``False``."""
+    if value is True:
+        return "cover"
+    if value is False or value in MODES:
+        return value
+    msg = f"multi_intent must be True, False or one of {list(MODES)}, got {value!r}."
+    raise InvalidInputError(msg)
 
 
 def _preview(names: list[str], n: int = 8) -> str:
