@@ -50,3 +50,15 @@ def report(name: str, metrics: dict[str, Any], save: bool = True) -> None:
 def plot_path(name: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     return RESULTS / f"{name}.png"
+
+
+def untitled(store: Any, cache: Any) -> Any:
+    """A FaissStore of ``store``'s passages without their ``"Title: "`` prefix (what most corpora look like),
+    with the same ids and the metadata ``key`` (the title) recall is scored by; ``cache`` embeds the texts."""
+    from latentrag import FaissStore
+
+    ids = store.ids()
+    hits = store.get(ids)
+    texts = [h.text.removeprefix(f"{h.metadata['key']}: ") for h in hits]
+    return FaissStore.from_texts(texts, ids=ids, metadatas=[{"key": h.metadata["key"]} for h in hits],
+                                 encoder=store.encoder, vectors=cache.embed(texts))

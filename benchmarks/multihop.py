@@ -21,10 +21,11 @@ import time
 from typing import Any
 
 import numpy as np
-from _common import data_root, plot_path, report
+from _common import data_root, plot_path, report, untitled
 
 from latentrag.encoders import default_encoder
 from latentrag.retrievers import DenseRetriever, MultiHopRetriever
+from latentrag.retrievers.links import TitleLinks
 from latentrag.training.multihop import DevSet, DiskEmbeddingCache, evaluate, load_dev, recall
 
 
@@ -71,6 +72,24 @@ def timed(fn: Any, questions: list[str]) -> tuple[list[list[Any]], float]:
     for q in questions:
         out.append(fn(q))
     return out, (time.perf_counter() - t0) * 1000 / max(1, len(questions))
+
+
+def via_counts(r: Any, sets: dict[str, DevSet]) -> dict[str, dict[str, float]]:
+    """Per hop kind (``via``: dense, hop, link, entity, dense+link): share of all hits and of gold hits."""
+    total: dict[str, int] = {}
+    gold: dict[str, int] = {}
+    n_hits = n_gold = 0
+    for ds in sets.values():
+        for hits, g in zip(r._retrieve_batch(ds.questions, 10, ds.vectors), ds.gold, strict=True):
+            for h in hits:
+                via = h.metadata["via"]
+                total[via] = total.get(via, 0) + 1
+                n_hits += 1
+                if h.metadata["key"] in g:
+                    gold[via] = gold.get(via, 0) + 1
+                    n_gold += 1
+    return {via: {"share_of_hits": round(total[via] / n_hits, 3), "share_of_gold_found": round(
+        gold.get(via, 0) / max(1, n_gold), 3)} for via in sorted(total)}
 
 
 def subset(ds: DevSet, n: int) -> DevSet:
@@ -126,6 +145,19 @@ def main() -> None:
         row["recall_gain_points"] = {n: round(row["multihop"][n] - row["dense"][n], 2) for n in sets}
         row["latency_ratio_multihop_vs_dense"] = round(m_ms / d_ms, 2)
         res["by_k"][str(k)] = row
+    # Untitled arm: the same passages without titles (title links cannot fire; entity links use the subject
+    # each passage opens with), and what each hop kind adds (hits by their metadata "via").
+    bare = untitled(store, DiskEmbeddingCache(enc))
+    res["untitled"] = {}
+    for k in args.ks:
+        arms = {"dense": DenseRetriever(bare, k=k), "multihop": MultiHopRetriever(bare, k=k),
+                "multihop_no_entity_links": MultiHopRetriever(bare, k=k, links=TitleLinks(bare, infer_subjects=False)),
+                "multihop_hybrid_first_stage": MultiHopRetriever(bare, k=k, first_stage="hybrid")}
+        row = {label: {n: v[f"R@{k}"] for n, v in evaluate(r, sets, (k,)).items()} for label, r in arms.items()}
+        row["gain_points_multihop_vs_dense"] = {n: round(row["multihop"][n] - row["dense"][n], 2) for n in sets}
+        res["untitled"][str(k)] = row
+    res["hits_by_hop_kind_k10"] = {corpus: via_counts(MultiHopRetriever(s, k=10), sets)
+                                   for corpus, s in (("titled", store), ("untitled", bare))}
     if args.llm_questions:
         # The LLM loop's hits do not depend on k (two rounds of 5, merged), so it runs once.
         small = {n: subset(ds, args.llm_questions) for n, ds in sets.items()}

