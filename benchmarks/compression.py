@@ -11,6 +11,10 @@
    those need the passage), prompt tokens, total latency, and time to the first token with 5
    passages (the gold one plus 4 others; ``max_new_tokens=1``), as ratios against ``text``. Every time to
    first token includes embedding the passages.
+3. Mixed reading (``--mixed-n`` questions; ``--only-mixed`` runs this alone into ``compression_mixed.json``):
+   the gold passage and up to 4 or 9 pool passages ranked by the shipped encoder as a retriever would,
+   read in ``none``, ``text``, ``xrag`` and ``mixed`` mode with 1 and 2 text passages: accuracy, prompt
+   tokens and time to first token, as ratios against ``text``.
 Prints one JSON line.
 """
 
@@ -135,19 +139,76 @@ def xrag(qas: list[QA], projectors: list[str | None], n_ttft: int = 20) -> dict[
     return rows
 
 
+def ranked_contexts(qas: list[QA], n: int, encoder: Any) -> list[list[str]]:
+    """The gold passage and up to ``n - 1`` of its question's pool passages, ranked by the shipped encoder's
+    cosine to the question (as a retriever would hand them over; the gold passage is not always first)."""
+    out = []
+    for q in qas:
+        docs = [q.passage, *q.distractors[: n - 1]]
+        vecs = encoder.encode(docs)
+        order = np.argsort(-(vecs @ encoder.encode([q.question])[0]), kind="stable")
+        out.append([docs[i] for i in order])
+    return out
+
+
+def mixed(qas: list[QA], sizes: tuple[int, ...] = (5, 10), n_ttft: int = 10) -> dict[str, Any]:
+    """Mixed reading against text, xrag and none with ``sizes`` ranked passages: accuracy, mean prompt tokens
+    and median time to first token (one question at a time, embedding cache emptied, as in ``_ttft``)."""
+    from latentrag.compressors import XRAGReader
+
+    reader = XRAGReader()
+    arms = {"none": ("none", None), "text": ("text", None), "xrag": ("xrag", None),
+            "mixed, 1 text passage": ("mixed", 1), "mixed, 2 text passages": ("mixed", 2)}
+    out: dict[str, Any] = {}
+    for size in sizes:
+        ctxs = ranked_contexts(qas, size, reader.encoder)
+        gold_first = float(np.mean([c[0] == q.passage for c, q in zip(ctxs, qas, strict=True)]))
+        rows: dict[str, Any] = {"mean_passages": round(float(np.mean([len(c) for c in ctxs])), 2),
+                                "gold_ranked_first": round(gold_first, 3)}
+        for name, (mode, n_text) in arms.items():
+            answers = reader.answer_batch([q.question for q in qas], ctxs, mode=mode, max_new_tokens=16,
+                                          batch_size=4, text_passages=n_text)
+            hits = [contains_answer(a.text, q.answer) for a, q in zip(answers, qas, strict=True)]
+            reader.answer_batch([qas[0].question], [ctxs[0]], mode=mode, max_new_tokens=1, text_passages=n_text)
+            ttft = []
+            for q, docs in list(zip(qas, ctxs, strict=True))[:n_ttft]:
+                if getattr(reader.encoder, "cache", None) is not None:
+                    reader.encoder.cache.clear()
+                t0 = time.perf_counter()
+                reader.answer_batch([q.question], [docs], mode=mode, max_new_tokens=1, text_passages=n_text)
+                ttft.append((time.perf_counter() - t0) * 1000)
+            rows[name] = {"accuracy": round(float(np.mean(hits)), 4),
+                          "prompt_tokens": round(float(np.mean([a.prompt_tokens for a in answers])), 1),
+                          "ttft_ms": round(float(np.median(ttft)), 1)}
+        for name in arms:
+            if name != "text":
+                rows[name]["accuracy_vs_text"] = round(rows[name]["accuracy"] / max(rows["text"]["accuracy"], 1e-9), 3)
+                rows[name]["ttft_speedup_vs_text"] = round(rows["text"]["ttft_ms"] / rows[name]["ttft_ms"], 2)
+        out[f"{size}_passages"] = rows
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--projector", nargs="*", default=None,
                     help="projector folders, 'default' for the shipped default (the default: only that one)")
     ap.add_argument("--skip-xrag", action="store_true")
+    ap.add_argument("--mixed-n", type=int, default=100, help="questions for the mixed-reading section (0: skip)")
+    ap.add_argument("--only-mixed", action="store_true", help="run only the mixed-reading section")
     ap.add_argument("--name", default="compression")
     ap.add_argument("--plot", action="store_true")
     args = ap.parse_args()
     qas = dev_qa(args.n)
+    if args.only_mixed:
+        report(f"{args.name}_mixed", {"n_questions": min(args.mixed_n, len(qas)),
+                                      "mixed": mixed(qas[: args.mixed_n])})
+        return
     metrics: dict[str, Any] = {"n_questions": len(qas), "token_budget": token_budget(qas)}
     if not args.skip_xrag:
         metrics["xrag"] = xrag(qas, [None if p == "default" else p for p in args.projector or ["default"]])
+    if args.mixed_n:
+        metrics["mixed"] = mixed(qas[: args.mixed_n])
     report(args.name, metrics)
     if args.plot:
         import matplotlib.pyplot as plt

@@ -281,3 +281,36 @@ def test_bf16_path_agrees_with_fp32(reader, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="latentrag.device"):
         assert load_lm().path.precision in ("fp32", "bf16")
     assert "has no int8 path" in caplog.text
+
+
+def test_mixed_mode_reads_the_best_passages_as_text_and_the_rest_as_soft_tokens(reader):
+    q = "Where was Albert Einstein born?"
+    base = reader.prompt_tokens(q, [], "none")
+    text_one = reader.prompt_tokens(q, PASSAGES[:1], "text") - base
+    mixed = reader.prompt_tokens(q, PASSAGES, "mixed", text_passages=1) - base
+    # one passage of text plus two of soft tokens (a little template text around each)
+    assert text_one + 2 * reader.tokens_per_doc <= mixed < text_one + 2 * reader.tokens_per_doc + 12
+    ids, soft = reader.build(q, PASSAGES, "mixed", text_passages=1)
+    assert soft is not None and len(soft) == 2 and ids.count(-1) == 2 * reader.tokens_per_doc
+    # the text part is the best-ranked passage: the answer is read from it
+    assert "ulm" in reader.answer(q, PASSAGES, mode="mixed", max_new_tokens=8).lower()
+    # text_passages=0 is xrag, text_passages >= len(passages) is text
+    assert reader.build(q, PASSAGES, "mixed", text_passages=0)[0] == reader.build(q, PASSAGES, "xrag")[0]
+    assert reader.build(q, PASSAGES, "mixed", text_passages=5)[0] == reader.build(q, PASSAGES, "text")[0]
+    assert reader.text_passages == 1
+    with pytest.raises(InvalidInputError, match="text_passages must be an integer >= 0, got -1"):
+        reader.answer(q, PASSAGES, mode="mixed", text_passages=-1)
+
+
+def test_mixed_mode_through_markers(reader):
+    from latentrag.compressors.xrag import XRAGCompressor
+
+    comp = XRAGCompressor(encoder=reader.encoder, registry=reader.registry)
+    hits = comp.compress("q", [Hit(str(i), p) for i, p in enumerate(PASSAGES)])
+    prompt = "Background:\n" + "\n".join(h.text for h in hits) + "\n\nQuestion: Where was Albert Einstein born?"
+    ids, soft = reader.build_from_prompt(prompt, "mixed", text_passages=1)
+    assert soft is not None and len(soft) == 2  # the first marker (rank 1) is text, the other two soft
+    assert (ids, len(soft)) == (reader.build("Where was Albert Einstein born?", PASSAGES, "mixed", 1)[0], 2)
+    free = "Facts: " + " ".join(h.text for h in hits) + " Tell me where Einstein was born."
+    ids2, soft2 = reader.build_from_prompt(free, "mixed", text_passages=1)
+    assert soft2 is not None and len(soft2) == 2 and ids2.count(-1) == 2 * reader.tokens_per_doc

@@ -5,7 +5,8 @@ each document's text becomes a marker, the prompt template formats the documents
 model swaps each marker for the passage's projected soft tokens. When the prompt ends with
 ``Question: ...`` the reader's trained prompt is rebuilt around it. Prompts without markers are
 answered as plain chat. ``mode="text"`` reads the passages as text instead (the uncompressed
-baseline), ``mode="none"`` ignores them.
+baseline), ``mode="mixed"`` the first ``text_passages`` marked passages (the best-ranked) as text and the
+rest as soft tokens, ``mode="none"`` ignores them.
 
 The prompt is the text of the system and human messages, in order (earlier AI turns are dropped: the
 default LM is a 135M model tuned for short answers). When the passages sit in one message (say the
@@ -44,6 +45,8 @@ class XRAGChatModel(BaseChatModel):
     reader: Any = None
     mode: str = "xrag"
     max_new_tokens: int = 32
+    #: ``mode="mixed"``: how many of the first (best-ranked) marked passages stay text; None: the reader's default
+    text_passages: int | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -51,7 +54,7 @@ class XRAGChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"mode": self.mode, "max_new_tokens": self.max_new_tokens}
+        return {"mode": self.mode, "max_new_tokens": self.max_new_tokens, "text_passages": self.text_passages}
 
     def _reader(self) -> Any:
         if self.reader is None:
@@ -78,7 +81,8 @@ class XRAGChatModel(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         answer = self._reader().complete(self._prompt(messages), mode=kwargs.get("mode", self.mode),
-                                         max_new_tokens=kwargs.get("max_new_tokens", self.max_new_tokens))
+                                         max_new_tokens=kwargs.get("max_new_tokens", self.max_new_tokens),
+                                         text_passages=kwargs.get("text_passages", self.text_passages))
         usage = {"input_tokens": answer.prompt_tokens, "output_tokens": answer.new_tokens,
                  "total_tokens": answer.prompt_tokens + answer.new_tokens}
         message = AIMessage(content=_cut(answer.text, stop), usage_metadata=usage)
@@ -89,7 +93,8 @@ class XRAGChatModel(BaseChatModel):
         text = ""
         for piece in self._reader().stream_complete(self._prompt(messages), mode=kwargs.get("mode", self.mode),
                                                     max_new_tokens=kwargs.get("max_new_tokens",
-                                                                              self.max_new_tokens)):
+                                                                              self.max_new_tokens),
+                                                    text_passages=kwargs.get("text_passages", self.text_passages)):
             if stop and any(s in text + piece for s in stop):
                 piece = _cut(text + piece, stop)[len(text) :]
                 if piece:

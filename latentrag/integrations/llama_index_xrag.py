@@ -4,7 +4,8 @@ Use it with ``LlamaIndexPostprocessor(compressor=XRAGCompressor())`` in a ``Retr
 the postprocessor turns each node's text into a marker, the response synthesizer formats the
 context as usual, and this LLM swaps each marker for the passage's soft tokens (the query after
 ``Query:`` rebuilds the reader's trained prompt). ``mode="text"`` reads the passages as text,
-``mode="none"`` ignores them. Use ``response_mode="compact"`` (the default) so one call sees all passages.
+``mode="mixed"`` the first ``text_passages`` marked passages as text and the rest as soft tokens, ``mode="none"``
+ignores them. Use ``response_mode="compact"`` (the default) so one call sees all passages.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class XRAGLLM(CustomLLM):
     """xRAG on a local frozen LM as a LlamaIndex LLM (``reader=None``: the default LM and projector,
     loaded once per process on first use and shared)."""
 
-    mode: str = Field(default="xrag", description="xrag | text | none")
+    mode: str = Field(default="xrag", description="xrag | text | mixed | none")
     max_new_tokens: int = Field(default=32, description="tokens generated at most")
+    text_passages: int | None = Field(default=None, description="mixed mode: best-ranked passages kept as text")
     _reader: Any = PrivateAttr(default=None)
 
     def __init__(self, reader: Any = None, **kwargs: Any) -> None:
@@ -53,7 +55,8 @@ class XRAGLLM(CustomLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         answer = self.reader().complete(prompt, mode=kwargs.get("mode", self.mode),
-                                        max_new_tokens=kwargs.get("max_new_tokens", self.max_new_tokens))
+                                        max_new_tokens=kwargs.get("max_new_tokens", self.max_new_tokens),
+                                        text_passages=kwargs.get("text_passages", self.text_passages))
         return CompletionResponse(text=answer.text, additional_kwargs={
             "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.new_tokens})
 
@@ -62,6 +65,7 @@ class XRAGLLM(CustomLLM):
                         **kwargs: Any) -> Generator[CompletionResponse, None, None]:
         text = ""
         for piece in self.reader().stream_complete(prompt, mode=kwargs.get("mode", self.mode),
-                                                   max_new_tokens=kwargs.get("max_new_tokens", self.max_new_tokens)):
+                                                   max_new_tokens=kwargs.get("max_new_tokens", self.max_new_tokens),
+                                                   text_passages=kwargs.get("text_passages", self.text_passages)):
             text += piece
             yield CompletionResponse(text=text, delta=piece)

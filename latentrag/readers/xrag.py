@@ -1,6 +1,7 @@
 """xRAG for a local frozen LM: :class:`XRAGReader` answers questions from passages that reach the LM as
-``k`` projected soft tokens each (``xrag``), as text (``text``: the uncompressed baseline) or not at all
-(``none``), so every user can measure the trade-off on their own data. Batched generation left-pads the
+``k`` projected soft tokens each (``xrag``), as text (``text``: the uncompressed baseline), the best-ranked
+few as text and the rest as soft tokens (``mixed``), or not at all (``none``), so every user can measure
+the trade-off on their own data. Batched generation left-pads the
 prompts and scatters the soft tokens into their slots with one boolean mask, so any batch size works.
 Prompts from a framework may hold ``<xrag:KEY>`` markers written by
 :class:`~latentrag.compressors.xrag.XRAGCompressor`; the reader looks them up in its ``registry``.
@@ -32,7 +33,9 @@ from latentrag.readers.registry import MARKER_RE, REGISTRY, SoftContextRegistry,
 from latentrag.types import Hit
 from latentrag.validate import check_str_list
 
-MODES = ("xrag", "text", "none")
+MODES = ("xrag", "text", "none", "mixed")
+#: In ``mixed`` mode, how many of the best-ranked passages are read as text by default (the rest as soft tokens).
+TEXT_PASSAGES = 1
 #: Text passages are cut to this many LM tokens in ``text`` mode (a window like the encoder's).
 MAX_TEXT_TOKENS = 256
 QUESTION_RE = re.compile(r"(?:question|query)\s*:\s*(.+?)\s*(?:\n\s*answer\s*:?\s*)?$", re.IGNORECASE | re.DOTALL)
@@ -57,6 +60,8 @@ class XRAGReader:
     trained on a smaller budget also ships). A projector trained for another encoder or LM raises
     :class:`~latentrag.errors.EncoderMismatchError`. With a given ``projector``, ``tokens_per_doc`` must
     match it (``None``: the projector's). Generation is greedy and stops at the end of the first line.
+    ``mode="mixed"`` reads the ``text_passages`` best-ranked passages (default 1) as text and the rest as
+    soft tokens: the passage most likely to hold the answer verbatim stays readable, the long tail is compressed.
     ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``) is the LM's (see :func:`~latentrag.readers.lm.load_lm`):
     bf16 weights and KV cache where the CPU has native bf16, fp32 elsewhere; ``repr`` shows the path taken.
 
@@ -75,6 +80,7 @@ class XRAGReader:
         max_text_tokens: int = MAX_TEXT_TOKENS,
         registry: SoftContextRegistry | None = None,
         precision: str = "auto",
+        text_passages: int = TEXT_PASSAGES,
     ) -> None:
         if registry is not None and not isinstance(registry, SoftContextRegistry):
             msg = f"registry must be a SoftContextRegistry, got {type(registry).__name__}."
@@ -97,6 +103,11 @@ class XRAGReader:
             )
             raise InvalidInputError(msg)
         self.tokens_per_doc = self.projector.tokens_per_doc
+        if isinstance(text_passages, bool) or not isinstance(text_passages, int) or text_passages < 0:
+            msg = f"text_passages must be an integer >= 0, got {text_passages!r}."
+            raise InvalidInputError(msg)
+        #: ``mixed`` mode's default: how many of the best-ranked passages stay text
+        self.text_passages = text_passages
         self.max_text_tokens = check_positive_int("max_text_tokens", max_text_tokens)
         self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe under concurrent calls
         self._embed_tokens = self.lm.model.get_input_embeddings()
@@ -132,23 +143,41 @@ class XRAGReader:
         ids = self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
         return text if len(ids) <= self.max_text_tokens else self.lm.tokenizer.decode(ids[: self.max_text_tokens])
 
-    def build(self, question: str, passages: Sequence[Passage], mode: str) -> tuple[list[int], np.ndarray | None]:
-        """Prompt ids (soft slots as ``SLOT``) and the embeddings that fill them, for one question."""
+    def build(self, question: str, passages: Sequence[Passage], mode: str,
+              text_passages: int | None = None) -> tuple[list[int], np.ndarray | None]:
+        """Prompt ids (soft slots as ``SLOT``) and the embeddings that fill them, for one question. In
+        ``mixed`` mode the first ``text_passages`` passages (the best-ranked) are text, the rest soft tokens."""
         check_query(question)
         if mode not in MODES:
             msg = f"mode must be one of {list(MODES)}, got {mode!r}."
             raise InvalidInputError(msg)
         passages = check_passages(passages)
+        n_text = self._n_text(mode, text_passages, len(passages))
         with self._tok_lock:
-            if mode == "text" and passages:
-                ids = prompt_ids(self.lm.tokenizer, user_message(question, [self._clip(_text(p)) for p in passages]))
-                return ids, None
-            if mode == "xrag" and passages:
+            if passages and n_text:
+                soft = passages[n_text:]
+                docs = [self._clip(_text(p)) for p in passages[:n_text]] + [slot_marker()] * len(soft)
+                ids = prompt_ids(self.lm.tokenizer, user_message(question, docs), self.tokens_per_doc)
+                return ids, self.passage_inputs(soft) if soft else None
+            if mode in ("xrag", "mixed") and passages:
                 ids = prompt_ids(self.lm.tokenizer, user_message(question, None, len(passages)), self.tokens_per_doc)
                 return ids, self.passage_inputs(passages)
             return prompt_ids(self.lm.tokenizer, user_message(question, None)), None
 
-    def build_from_prompt(self, prompt: str, mode: str = "xrag") -> tuple[list[int], np.ndarray | None]:
+    def _n_text(self, mode: str, text_passages: int | None, n: int) -> int:
+        """How many passages are read as text: all in ``text`` mode, ``text_passages`` in ``mixed``, else 0."""
+        if text_passages is not None and (isinstance(text_passages, bool) or not isinstance(text_passages, int)
+                                          or text_passages < 0):
+            msg = f"text_passages must be an integer >= 0, got {text_passages!r}."
+            raise InvalidInputError(msg)
+        if mode == "text":
+            return n
+        if mode == "mixed":
+            return min(n, self.text_passages if text_passages is None else text_passages)
+        return 0
+
+    def build_from_prompt(self, prompt: str, mode: str = "xrag",
+                          text_passages: int | None = None) -> tuple[list[int], np.ndarray | None]:
         """Prompt ids and soft embeddings for a framework prompt that holds ``<xrag:KEY>`` markers.
 
         When the text after the last marker ends with ``Question: ...`` or ``Query: ...`` (the usual
@@ -162,38 +191,49 @@ class XRAGReader:
                 return prompt_ids(self.lm.tokenizer, prompt.strip()), None
         question = QUESTION_RE.search(pieces[-1])
         if question:
-            return self.build(question.group(1).strip(), hits, mode)
-        if mode == "xrag":
+            return self.build(question.group(1).strip(), hits, mode, text_passages)
+        if mode not in MODES:
+            msg = f"mode must be one of {list(MODES)}, got {mode!r}."
+            raise InvalidInputError(msg)
+        n_text = self._n_text(mode, text_passages, len(hits))
+        if mode in ("xrag", "mixed"):  # markers in prompt order (= rank order): the first n_text as text
+            head = "".join(p + (self._clip(hits[i].text) if i < n_text and i < len(hits) else
+                                (slot_marker() if i < len(hits) else "")) for i, p in enumerate(pieces))
             with self._tok_lock:
-                ids = prompt_ids(self.lm.tokenizer, slot_marker().join(pieces).strip(), self.tokens_per_doc)
-            return ids, self.passage_inputs(hits)
+                ids = prompt_ids(self.lm.tokenizer, head.strip(), self.tokens_per_doc)
+            soft = hits[n_text:]
+            return ids, self.passage_inputs(soft) if soft else None
         texts = [self._clip(h.text) if mode == "text" else "" for h in hits]
         merged = "".join(p + (texts[i] if i < len(texts) else "") for i, p in enumerate(pieces))
         with self._tok_lock:
             return prompt_ids(self.lm.tokenizer, merged.strip()), None
 
-    def complete(self, prompt: str, mode: str = "xrag", max_new_tokens: int = 32) -> Answer:
+    def complete(self, prompt: str, mode: str = "xrag", max_new_tokens: int = 32,
+                 text_passages: int | None = None) -> Answer:
         """Answer a framework prompt with ``<xrag:KEY>`` markers (see :meth:`build_from_prompt`)."""
-        ids, embs = self.build_from_prompt(prompt, mode)
+        ids, embs = self.build_from_prompt(prompt, mode, text_passages)
         return self._answer_prepared([(ids, embs)], check_positive_int("max_new_tokens", max_new_tokens))[0]
 
-    def stream_complete(self, prompt: str, mode: str = "xrag", max_new_tokens: int = 32) -> Iterator[str]:
+    def stream_complete(self, prompt: str, mode: str = "xrag", max_new_tokens: int = 32,
+                        text_passages: int | None = None) -> Iterator[str]:
         """:meth:`complete`, streamed in text pieces."""
-        ids, embs = self.build_from_prompt(prompt, mode)
+        ids, embs = self.build_from_prompt(prompt, mode, text_passages)
         return self._stream_prepared(ids, embs, check_positive_int("max_new_tokens", max_new_tokens))
 
-    def prompt_tokens(self, question: str, passages: Sequence[Passage], mode: str = "xrag") -> int:
+    def prompt_tokens(self, question: str, passages: Sequence[Passage], mode: str = "xrag",
+                      text_passages: int | None = None) -> int:
         """How many positions the LM reads before answering (soft tokens count one each)."""
-        return len(self.build(question, passages, mode)[0])
+        return len(self.build(question, passages, mode, text_passages)[0])
 
     # ----------------------------------------------------------------- generation
     def answer(self, question: str, passages: Sequence[Passage] = (), mode: str = "xrag",
-               max_new_tokens: int = 32) -> str:
+               max_new_tokens: int = 32, text_passages: int | None = None) -> str:
         """The LM's short answer to ``question`` from ``passages`` (strings or hits) in ``mode``."""
-        return self.answer_batch([question], [passages], mode=mode, max_new_tokens=max_new_tokens)[0].text
+        return self.answer_batch([question], [passages], mode=mode, max_new_tokens=max_new_tokens,
+                                 text_passages=text_passages)[0].text
 
     def answer_batch(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], mode: str = "xrag",
-                     max_new_tokens: int = 32, batch_size: int = 8) -> list[Answer]:
+                     max_new_tokens: int = 32, batch_size: int = 8, text_passages: int | None = None) -> list[Answer]:
         """Answers for several questions (one passage list each), generated ``batch_size`` at a time."""
         questions = check_str_list("questions", questions, storable=False)
         if isinstance(passages, (str, bytes)) or len(questions) != len(passages):
@@ -203,7 +243,7 @@ class XRAGReader:
         check_positive_int("max_new_tokens", max_new_tokens)
         out: list[Answer] = []
         for start in range(0, len(questions), check_positive_int("batch_size", batch_size)):
-            built = [self.build(q, p, mode) for q, p in
+            built = [self.build(q, p, mode, text_passages) for q, p in
                      zip(questions[start : start + batch_size], passages[start : start + batch_size], strict=True)]
             out += self._answer_prepared(built, max_new_tokens)
         return out
@@ -218,9 +258,9 @@ class XRAGReader:
                     for ids, b in zip(ids_per_row, built, strict=True)]
 
     def stream(self, question: str, passages: Sequence[Passage] = (), mode: str = "xrag",
-               max_new_tokens: int = 32) -> Iterator[str]:
+               max_new_tokens: int = 32, text_passages: int | None = None) -> Iterator[str]:
         """The answer as it is generated, in text pieces."""
-        ids, embs = self.build(question, passages, mode)
+        ids, embs = self.build(question, passages, mode, text_passages)
         return self._stream_prepared(ids, embs, check_positive_int("max_new_tokens", max_new_tokens))
 
     def _stream_prepared(self, ids: list[int], embs: np.ndarray | None, max_new_tokens: int) -> Iterator[str]:
@@ -235,14 +275,14 @@ class XRAGReader:
                 shown = text
 
     async def astream(self, question: str, passages: Sequence[Passage] = (), mode: str = "xrag",
-                      max_new_tokens: int = 32) -> AsyncIterator[str]:
+                      max_new_tokens: int = 32, text_passages: int | None = None) -> AsyncIterator[str]:
         """:meth:`stream` from a worker thread; the event loop is never blocked."""
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
         def run() -> None:
             try:
-                for piece in self.stream(question, passages, mode, max_new_tokens):
+                for piece in self.stream(question, passages, mode, max_new_tokens, text_passages):
                     loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
                 loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
             except BaseException as exc:  # surfaced in the consumer
@@ -260,8 +300,8 @@ class XRAGReader:
         await task
 
     async def aanswer(self, question: str, passages: Sequence[Passage] = (), mode: str = "xrag",
-                      max_new_tokens: int = 32) -> str:
-        return await asyncio.to_thread(self.answer, question, passages, mode, max_new_tokens)
+                      max_new_tokens: int = 32, text_passages: int | None = None) -> str:
+        return await asyncio.to_thread(self.answer, question, passages, mode, max_new_tokens, text_passages)
 
     def soft_tokens(self, embeddings: np.ndarray) -> torch.Tensor:
         """Projected soft tokens for projector inputs (see :meth:`passage_inputs`): shape

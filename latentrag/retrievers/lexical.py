@@ -5,8 +5,8 @@ and MilvusStore can list their documents), on first use, and rebuilt when the st
 changes (every write through a FaissStore, PgVectorStore or MilvusStore object bumps it): before the next
 query for a small index, in a background thread for one of :data:`BACKGROUND_REBUILD` passages or more
 (queries meanwhile use the previous index: a deleted passage is skipped, a new one is found by the dense
-side). For a store written by another process call :meth:`BM25Index.refresh`. :meth:`BM25Index.save` writes it atomically
-into a folder of versions beside the store (the same scheme as the stores' own saves), with a
+side). For a store written by another process call :meth:`BM25Index.refresh`. :meth:`BM25Index.save`
+writes it atomically into a folder of versions beside the store (the same scheme as the stores' own saves), with a
 fingerprint of the passages it was built from, and :meth:`BM25Index.load` checks the fingerprint, so a
 saved index never silently serves passages that changed since.
 
