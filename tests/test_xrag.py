@@ -63,10 +63,15 @@ def test_training_runs_end_to_end_and_its_projector_loads(reader, tmp_path, data
     from latentrag.training.xrag import XRAGTrainConfig, train_xrag
 
     cache = tmp_path / "teacher.pt"
+    extra = tmp_path / "mine.jsonl"  # a user's own passages stream into stage 1 beside the shared corpora
+    extra.write_text('{"title": "Mine", "text": "' + " ".join(["word"] * 20) + '"}\n')
     cfg = XRAGTrainConfig(tokens_per_doc=2, chunks=1, stage1_samples=8, stage2_samples=8, stage2_epochs=1,
-                          dev_size=4, batch_size=4, init=str(SHIPPED_DIR), teacher_cache=str(cache))
+                          dev_size=4, batch_size=4, init=str(SHIPPED_DIR), teacher_cache=str(cache), device="auto",
+                          passage_files=(str(extra), str(data_dir / "multihop" / "corpus")))
     report = train_xrag(tmp_path / "p", cfg, data_dir=str(data_dir))
     assert report["stage1"]["samples"] == 8 and report["stage2"]["samples"] == 8 and cache.is_file()
+    assert report["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert next(reader.lm.model.parameters()).device.type == "cpu"  # the shared LM is back on the CPU
     assert set(report["dev_accuracy"]) == {"none", "xrag", "text"}
     small = XRAGReader(lm=reader.lm, projector=str(tmp_path / "p"))
     assert small.tokens_per_doc == 2 and small.projector.chunks == 1
@@ -314,3 +319,22 @@ def test_mixed_mode_through_markers(reader):
     free = "Facts: " + " ".join(h.text for h in hits) + " Tell me where Einstein was born."
     ids2, soft2 = reader.build_from_prompt(free, "mixed", text_passages=1)
     assert soft2 is not None and len(soft2) == 2 and ids2.count(-1) == 2 * reader.tokens_per_doc
+
+
+def test_training_device_and_passage_sources(tmp_path, data_dir):
+    from latentrag.training.xrag import extra_passages, resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu' or 'cuda'"):
+        resolve_device("tpu")
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"title": "T", "text": "' + " ".join(["x"] * 15) + '"}\n{"text": "too short"}\n')
+    assert list(extra_passages([str(f)])) == ["T: " + " ".join(["x"] * 15)]
+    from itertools import islice
+
+    corpus = list(islice(extra_passages([str(data_dir / "multihop" / "corpus")]), 5))
+    assert len(corpus) == 5 and all(": " in p and len(p.split()) >= 12 for p in corpus)

@@ -31,6 +31,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,11 @@ class XRAGTrainConfig:
     stage1_skip: int = 0
     #: file to keep the stage-2 teacher logits in between runs (recomputed when the samples differ), or None
     teacher_cache: str | None = None
+    #: "auto" (CUDA when torch sees one, else the CPU), "cpu" or "cuda"; on CUDA the LM runs under bf16 autocast
+    device: str = "auto"
+    #: more stage-1 passages: JSONL files of {"text": ..., "title": ...} records and/or folders of corpus JSON
+    #: files ({title: [sentences]}), read after the multi-hop training pools
+    passage_files: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -152,16 +158,51 @@ def train_passages(paths: list[Path]) -> list[str]:
     return list(seen)
 
 
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA when torch sees a GPU, else the CPU; ``"cpu"`` or ``"cuda"`` as asked (a clear error
+    when CUDA is asked for and missing)."""
+    if device not in ("auto", "cpu", "cuda"):
+        msg = f"device must be 'auto', 'cpu' or 'cuda', got {device!r}"
+        raise ValueError(msg)
+    if device == "cuda" and not torch.cuda.is_available():
+        msg = "device='cuda' but torch sees no CUDA GPU (a CPU build of torch, or no driver); use --device cpu"
+        raise ValueError(msg)
+    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def extra_passages(sources: Sequence[str]) -> Iterator[str]:
+    """Stage-1 passages from ``sources``, streamed: JSONL files (one ``{"text", "title"}`` record per line)
+    and folders of corpus JSON files (``{title: [sentences]}``, as ``shared/data/multihop/corpus``)."""
+    for src in sources:
+        path = Path(src)
+        files = sorted(path.glob("*.json")) + sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+        for f in files:
+            if f.suffix == ".jsonl":
+                with open(f, encoding="utf-8") as fh:
+                    for line in fh:
+                        if line.strip():
+                            rec = json.loads(line)
+                            if len(str(rec.get("text", "")).split()) >= 12:
+                                yield _passage(rec)
+            else:
+                for title, sentences in json.loads(f.read_text(encoding="utf-8")).items():
+                    text = "".join(sentences) if isinstance(sentences, list) else str(sentences)
+                    if len(text.split()) >= 12:
+                        yield _passage({"title": title, "text": text.strip()})
+
+
 class _Student:
     """The frozen LM with the prompt prefix cached: scores soft-token prompts against target tokens."""
 
-    def __init__(self, lm: LanguageModel, tokens_per_doc: int) -> None:
+    def __init__(self, lm: LanguageModel, tokens_per_doc: int, device: torch.device | None = None) -> None:
         self.lm, self.k = lm, tokens_per_doc
+        self.device = device or torch.device("cpu")
         self.embed = lm.model.get_input_embeddings()
         probe = prompt_ids(lm.tokenizer, user_message("Q", None, 1), 1)
         self.prefix = probe[: probe.index(SLOT)]
-        with torch.no_grad():
-            self.prefix_cache = lm.model(input_ids=torch.tensor([self.prefix]), use_cache=True).past_key_values
+        with torch.no_grad(), _autocast(self.device):
+            self.prefix_cache = lm.model(input_ids=torch.tensor([self.prefix], device=self.device),
+                                         use_cache=True).past_key_values
 
     def suffix(self, question: str) -> list[int]:
         """The ids after the prefix for one question: k slots, then the question and the assistant header."""
@@ -183,11 +224,14 @@ class _Student:
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r)
             mask[i, len(self.prefix) : len(self.prefix) + len(r)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
         slots = ids == SLOT
-        emb = self.embed(ids.clamp_min(0)).masked_scatter(slots.unsqueeze(-1), soft)
+        emb = self.embed(ids.clamp_min(0))
+        emb = emb.masked_scatter(slots.unsqueeze(-1), soft.to(emb.dtype))
         cache = copy.deepcopy(self.prefix_cache)
         cache.batch_repeat_interleave(len(rows))
-        positions = torch.arange(len(self.prefix), len(self.prefix) + width).unsqueeze(0).expand(len(rows), -1)
+        positions = torch.arange(len(self.prefix), len(self.prefix) + width,
+                                 device=self.device).unsqueeze(0).expand(len(rows), -1)
         hidden = self.lm.model.model(inputs_embeds=emb, attention_mask=mask, position_ids=positions,
                                      past_key_values=cache, use_cache=False).last_hidden_state
         sel_rows, sel_cols, gold = [], [], []
@@ -198,17 +242,24 @@ class _Student:
                 sel_cols.append(start + j - 1)
                 gold.append(tok)
         logits = self.lm.model.lm_head(hidden[sel_rows, sel_cols])
-        return logits, torch.tensor(gold)
+        return logits.float(), torch.tensor(gold, device=self.device)
+
+
+def _autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA (the LM's matmuls in bf16, the projector's gradients in fp32); nothing on the CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 @torch.no_grad()
 def teacher_logits(lm: LanguageModel, qa: QA, target: list[int], top_k: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k logits of the LM reading the passage as text, at each answer position: (len(target), top_k) x 2."""
     ids = prompt_ids(lm.tokenizer, user_message(qa.question, [qa.passage])) + target
-    hidden = lm.model.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
-    logits = lm.model.lm_head(hidden[len(ids) - len(target) - 1 : len(ids) - 1])
+    device = lm.model.get_input_embeddings().weight.device
+    with _autocast(device):
+        hidden = lm.model.model(input_ids=torch.tensor([ids], device=device)).last_hidden_state[0]
+        logits = lm.model.lm_head(hidden[len(ids) - len(target) - 1 : len(ids) - 1]).float()
     values, indices = logits.topk(top_k, dim=-1)
-    return values, indices
+    return values.cpu(), indices.cpu()
 
 
 def _run_stage(name: str, student: _Student, proj: Projector, vecs: np.ndarray, questions: list[str],
@@ -222,12 +273,13 @@ def _run_stage(name: str, student: _Student, proj: Projector, vecs: np.ndarray, 
     bar = tqdm(range(steps), desc=f"xrag {name}", unit="batch")
     for step in bar:
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        soft = proj(torch.from_numpy(vecs[idx])).reshape(-1, student.lm.hidden_size)
-        logits, gold = student.answer_logits(soft, [questions[i] for i in idx], [targets[i] for i in idx])
+        with _autocast(student.device):
+            soft = proj(torch.from_numpy(vecs[idx]).to(student.device)).reshape(-1, student.lm.hidden_size)
+            logits, gold = student.answer_logits(soft, [questions[i] for i in idx], [targets[i] for i in idx])
         loss = torch.nn.functional.cross_entropy(logits, gold)
         if teachers is not None and cfg.kl_weight > 0:
-            t_vals = torch.cat([teachers[i][0] for i in idx])
-            t_idx = torch.cat([teachers[i][1] for i in idx])
+            t_vals = torch.cat([teachers[i][0] for i in idx]).to(student.device)
+            t_idx = torch.cat([teachers[i][1] for i in idx]).to(student.device)
             t_prob = torch.softmax(t_vals, dim=-1)
             s_logp = torch.log_softmax(logits, dim=-1).gather(1, t_idx)
             kl = (t_prob * (torch.log(t_prob + 1e-9) - s_logp)).sum(-1).mean()
@@ -308,11 +360,20 @@ def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: st
     t0 = time.perf_counter()
     root = data_root(data_dir) / "multihop"
     paths = expand_paths([str(root / "train*.jsonl")])
-    lm, enc = load_lm(), default_encoder()
+    lm, enc = load_lm(precision="fp32"), default_encoder()  # trained against the fp32 weights on every CPU
     qas = single_passage_qa(paths)
     rng = random.Random(cfg.seed)
     rng.shuffle(qas)
     all_passages = train_passages(paths)
+    if cfg.passage_files:  # streamed, de-duplicated, only as many as stage 1 can use
+        known = set(all_passages)
+        want = cfg.stage1_skip + cfg.stage1_samples + cfg.dev_size
+        for p in extra_passages(cfg.passage_files):
+            if len(all_passages) >= want:
+                break
+            if p not in known:
+                known.add(p)
+                all_passages.append(p)
     rng.shuffle(all_passages)
     dev, train, passages = held_out_split(qas, all_passages, cfg)
     logger.info("xrag data: %d QA (%d dev held out), %d paraphrase passages", len(qas), len(dev), len(passages))
@@ -334,8 +395,11 @@ def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: st
     else:
         proj = Projector(ProjectorConfig(enc.name, enc.dim, lm.name, lm.hidden_size, cfg.tokens_per_doc,
                                          chunks=cfg.chunks))
+    device = resolve_device(cfg.device)
+    lm.model.to(device)
+    proj.to(device)
     proj.train()
-    student = _Student(lm, cfg.tokens_per_doc)
+    student = _Student(lm, cfg.tokens_per_doc, device)
     tok = lm.tokenizer
     report: dict[str, Any] = {"config": asdict(cfg), "n_qa_total": len(qas), "n_dev": len(dev)}
     if passages:
@@ -357,9 +421,11 @@ def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: st
                             None if teachers is None else teachers * reps)
         report["stage2"] = {"samples": len(train), "epochs": reps, "loss_first": float(np.mean(losses[:10])),
                             "loss_last": float(np.mean(losses[-10:]))}
-    proj.eval()
+    proj.eval().to("cpu")
+    lm.model.to("cpu")  # the reader (and every other user of the shared LM in this process) runs on the CPU
     for p in proj.parameters():
         p.requires_grad_(False)
+    report["device"] = str(device)
     previous = dict(proj.config.extra) if cfg.init else {}
     proj.config.extra = {"train_seconds": round(time.perf_counter() - t0), "seed": cfg.seed}
     if previous:
@@ -394,12 +460,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr2", type=float, default=XRAGTrainConfig.lr_stage2, help="stage-2 peak learning rate")
     ap.add_argument("--teacher-cache", default=None, help="file to keep the stage-2 teacher logits in between runs")
     ap.add_argument("--data", default=None, help="shared data folder (default: $LATENTRAG_DATA or ../shared/data)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="auto: CUDA when present (bf16 autocast), else the CPU")
+    ap.add_argument("--passages", nargs="*", default=[],
+                    help="more stage-1 passages: JSONL files ({text, title}) or folders of corpus JSON files")
     args = ap.parse_args(argv)
     cfg = XRAGTrainConfig(tokens_per_doc=args.tokens_per_doc, chunks=args.chunks, stage1_samples=args.stage1,
                           stage2_samples=args.stage2, stage2_epochs=args.epochs, batch_size=args.batch_size,
                           kl_weight=args.kl_weight, seed=args.seed, init=args.init,
                           stage1_skip=args.stage1_skip, teacher_cache=args.teacher_cache, lr_stage1=args.lr1,
-                          lr_stage2=args.lr2)
+                          lr_stage2=args.lr2, device=args.device, passage_files=tuple(args.passages))
     report = train_xrag(args.out, cfg, args.data)
     print(json.dumps(report["dev_accuracy"]))
     return 0
