@@ -368,12 +368,12 @@ def train_xrag(out: str | Path, cfg: XRAGTrainConfig | None = None, data_dir: st
     if cfg.passage_files:  # streamed, de-duplicated, only as many as stage 1 can use
         known = set(all_passages)
         want = cfg.stage1_skip + cfg.stage1_samples + cfg.dev_size
-        for p in extra_passages(cfg.passage_files):
+        for text in extra_passages(cfg.passage_files):
             if len(all_passages) >= want:
                 break
-            if p not in known:
-                known.add(p)
-                all_passages.append(p)
+            if text not in known:
+                known.add(text)
+                all_passages.append(text)
     rng.shuffle(all_passages)
     dev, train, passages = held_out_split(qas, all_passages, cfg)
     logger.info("xrag data: %d QA (%d dev held out), %d paraphrase passages", len(qas), len(dev), len(passages))
