@@ -59,6 +59,30 @@ def store(encoder, corpus, corpus_vectors) -> FaissStore:
     )
 
 
+def run_in_threads(fn: Any, n: int = 4) -> list[Any]:
+    """Run ``fn()`` in ``n`` threads at once; the results in the order the threads finished. An exception in
+    any thread is re-raised here (the first one), so a test sees it."""
+    import threading
+
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
 async def gather_counting_loop_ticks(awaitables: list[Awaitable[Any]]) -> tuple[list[Any], int]:
     """``asyncio.gather`` the awaitables while a ticker task counts event-loop turns. A call that blocks
     the loop lets the ticker run at most once or twice; real async lets it run many times."""

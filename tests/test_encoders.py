@@ -1,8 +1,8 @@
 import re
-import threading
 
 import numpy as np
 import pytest
+from conftest import run_in_threads
 
 from latentrag import InvalidInputError, default_encoder
 from latentrag.encoders import DEFAULT_ENCODER_NAME, EmbeddingCache, Encoder, OnnxMiniLMEncoder, load_encoder
@@ -78,21 +78,8 @@ def test_encode_rejects_bad_input(encoder):
 def test_thread_safe_concurrent_encode(encoder):
     texts = [f"sentence number {i} about topic {i % 7}" for i in range(40)]
     ref = encoder.encode(texts)
-    results: list[np.ndarray] = []
-    errors: list[BaseException] = []
-
-    def work():
-        try:
-            results.append(encoder.encode(texts))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = run_in_threads(lambda: encoder.encode(texts))
+    assert len(results) == 4
     for r in results:
         np.testing.assert_allclose(r, ref, atol=1e-5)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
+from conftest import run_in_threads
 
 from latentrag import FaissStore, InvalidInputError, StoreCorruptError
 from latentrag.retrievers import DenseRetriever, HybridRetriever, MultiHopRetriever
@@ -90,22 +89,8 @@ def test_hybrid_checks_its_arguments(parts, encoder):
 def test_hybrid_is_thread_safe(parts):
     r = HybridRetriever(parts, k=3)
     want = [h.id for h in r.retrieve(QUERY)]
-    got: list[list[str]] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            for _ in range(5):
-                got.append([h.id for h in r.retrieve(QUERY)])
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and got == [want] * 20
+    got = run_in_threads(lambda: [[h.id for h in r.retrieve(QUERY)] for _ in range(5)])
+    assert got == [[want] * 5] * 4
 
 
 def test_multihop_with_a_hybrid_first_stage(store):

@@ -306,6 +306,10 @@ def test_as_retriever_shortcut(store):
     mh = store.as_retriever("multi-hop", framework="langchain", n_hops=2, k=3)
     assert mh.technique == "multi-hop" and len(mh.invoke("Where was the director of Jaws born?")) == 3
     assert isinstance(store.as_retriever(k=2), DenseRetriever)
+    hy = store.as_retriever("hybrid", framework="langchain", search_kwargs={"k": 2, "filter": {"group": "other"}})
+    docs = hy.invoke("Who directed Jaws?")  # dense + BM25, per-query scores grouped under "retrieval"
+    assert hy.technique == "hybrid" and len(docs) == 2 and all(d.metadata["group"] == "other" for d in docs)
+    assert {"score", "dense_score", "lexical_score", "via"} <= set(docs[0].metadata["retrieval"])
     with pytest.raises(InvalidInputError, match="technique must be one of"):
         store.as_retriever("sparse")
 

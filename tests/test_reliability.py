@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_in_threads
 
 from latentrag import FaissStore, InvalidInputError, StoreCorruptError, StoreError
 from latentrag.errors import LatentRagError
@@ -83,21 +84,11 @@ def test_concurrent_saves_from_two_processes_serialise(kind, tmp_path):
 
 
 def test_threads_saving_one_store_all_succeed(store, tmp_path):
-    errors: list[BaseException] = []
-
     def work() -> None:
-        try:
-            for _ in range(10):
-                store.save(tmp_path / "s")
-        except BaseException as exc:  # collected and asserted below
-            errors.append(exc)
+        for _ in range(10):
+            store.save(tmp_path / "s")
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_in_threads(work)  # raises the first error of any thread
     assert len(FaissStore.load(tmp_path / "s")) == len(store)
 
 

@@ -189,11 +189,27 @@ class BaseRetriever(ABC):
 
 
 #: Technique names accepted by :func:`retriever_for` (and ``store.as_retriever``).
-TECHNIQUES = ("dense", "multi-hop")
+TECHNIQUES = ("dense", "hybrid", "multi-hop")
+
+
+def query_vectors(store: Any, queries: list[str], vectors: np.ndarray | None) -> np.ndarray:
+    """The query embeddings for a search of ``store``: ``vectors`` checked against the store's dimension, or
+    ``queries`` encoded by the store's encoder; a typed error for an empty store or a count mismatch."""
+    from latentrag.errors import StoreError
+    from latentrag.stores.base import check_queries, store_is_empty
+
+    if store_is_empty(store):
+        msg = "the store is empty; add documents (store.add(...) or `latentrag index`) before retrieving."
+        raise StoreError(msg)
+    q = store.encoder.encode(queries) if vectors is None else check_queries(vectors, store.dim)
+    if len(q) != len(queries):
+        msg = f"got {len(q)} query vectors for {len(queries)} queries; give one vector per query."
+        raise InvalidInputError(msg)
+    return q
 
 
 def retriever_for(store: Any, technique: str = "dense", **options: Any) -> BaseRetriever:
-    """A latentrag retriever of ``technique`` (``"dense"`` or ``"multi-hop"``) over ``store``; ``options``
+    """A latentrag retriever of ``technique`` (``"dense"``, ``"hybrid"`` or ``"multi-hop"``) over ``store``; ``options``
     go to its constructor (``k``, ``filter``, ``n_hops``, ...)."""
     name = str(technique).replace("_", "-").lower()
     if name == "dense":
@@ -204,6 +220,10 @@ def retriever_for(store: Any, technique: str = "dense", **options: Any) -> BaseR
         from latentrag.retrievers.multihop import MultiHopRetriever
 
         return MultiHopRetriever(store, **options)
+    if name == "hybrid":
+        from latentrag.retrievers.hybrid import HybridRetriever
+
+        return HybridRetriever(store, **options)
     msg = f"technique must be one of {list(TECHNIQUES)}, got {short(technique)}."
     raise InvalidInputError(msg)
 

@@ -30,10 +30,10 @@ from typing import Literal
 
 import numpy as np
 
-from latentrag.errors import InvalidInputError, StoreError, check_positive_int
-from latentrag.retrievers.base import BaseRetriever
+from latentrag.errors import InvalidInputError, check_positive_int
+from latentrag.retrievers.base import BaseRetriever, query_vectors
 from latentrag.retrievers.lexical import BM25Index
-from latentrag.stores.base import BaseStore, Filter, Store, check_queries, store_is_empty
+from latentrag.stores.base import BaseStore, Filter, Store
 from latentrag.types import Hit
 from latentrag.validate import check_filter
 
@@ -96,18 +96,8 @@ class HybridRetriever(BaseRetriever):
     def _retrieve_batch(self, queries: list[str], k: int, vectors: np.ndarray | None, *,
                         filter: Filter | None = None) -> list[list[Hit]]:
         flt = self.filter if filter is None else filter
-        q = self._vectors(queries, vectors)
+        q = query_vectors(self.store, queries, vectors)
         return self.fused(queries, q, k, flt)
-
-    def _vectors(self, queries: list[str], vectors: np.ndarray | None) -> np.ndarray:
-        if store_is_empty(self.store):
-            msg = "the store is empty; add documents (store.add(...) or `latentrag index`) before retrieving."
-            raise StoreError(msg)
-        q = self.store.encoder.encode(queries) if vectors is None else check_queries(vectors, self.store.dim)
-        if len(q) != len(queries):
-            msg = f"got {len(q)} query vectors for {len(queries)} queries; give one vector per query."
-            raise InvalidInputError(msg)
-        return q
 
     def fused(self, queries: list[str], q: np.ndarray, k: int, filter: Filter | None) -> list[list[Hit]]:
         """The fused top ``k`` per query, given the query vectors ``q``; every hit carries its ``vector``

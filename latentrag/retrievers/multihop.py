@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from latentrag.errors import InvalidInputError, StoreError, check_positive_int, check_query
+from latentrag.errors import InvalidInputError, check_positive_int, check_query
 from latentrag.models.hop import HopModel, check_model_encoder, shipped_model
-from latentrag.retrievers.base import BaseRetriever
+from latentrag.retrievers.base import BaseRetriever, query_vectors
 from latentrag.retrievers.links import TitleLinks
-from latentrag.stores.base import Filter, Store, can_list, check_queries, matches, store_is_empty
+from latentrag.stores.base import Filter, Store, can_list, matches
 from latentrag.types import Hit
 
 if TYPE_CHECKING:
@@ -390,14 +390,7 @@ class MultiHopRetriever(BaseRetriever):
                 for qi, (query, tree) in enumerate(zip(queries, trees, strict=True))]
 
     def _question_vectors(self, queries: list[str], vectors: np.ndarray | None) -> np.ndarray:
-        if store_is_empty(self.store):
-            msg = "the store is empty; add documents (store.add(...) or `latentrag index`) before retrieving."
-            raise StoreError(msg)
-        q0 = self.store.encoder.encode(queries) if vectors is None else check_queries(vectors, self.store.dim)
-        if len(q0) != len(queries):
-            msg = f"got {len(q0)} query vectors for {len(queries)} queries; give one vector per query."
-            raise InvalidInputError(msg)
-        return q0
+        return query_vectors(self.store, queries, vectors)
 
     def _first_hop(self, queries: list[str], q0: np.ndarray, k: int,
                    filter: Filter | None) -> tuple[list[_Tree], Frontier]:

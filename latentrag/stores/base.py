@@ -314,11 +314,11 @@ class BaseStore(ABC):
         return from_nodes(nodes, store_class=cls, use_embeddings=use_embeddings, **options)
 
     def as_retriever(self, technique: str = "dense", *, framework: str | None = None, **options: Any) -> Any:
-        """A retriever over this store: ``technique`` is ``"dense"`` or ``"multi-hop"``; ``framework=None``
-        gives the latentrag retriever, ``"langchain"`` a LangChain ``BaseRetriever`` and ``"llama_index"``
-        a LlamaIndex ``BaseRetriever``. ``options`` are the retriever's (``k``, ``filter``, ``n_hops``, ...),
-        plus each framework's own spelling: LangChain's ``search_kwargs={"k": 3, "filter": {...}}`` and
-        LlamaIndex's ``similarity_top_k`` and ``filters``.
+        """A retriever over this store: ``technique`` is ``"dense"``, ``"hybrid"`` or ``"multi-hop"``;
+        ``framework=None`` gives the latentrag retriever, ``"langchain"`` a LangChain ``BaseRetriever`` and
+        ``"llama_index"`` a LlamaIndex ``BaseRetriever``. ``options`` are the retriever's (``k``, ``filter``,
+        ``n_hops``, ...), plus each framework's own spelling: LangChain's
+        ``search_kwargs={"k": 3, "filter": {...}}`` and LlamaIndex's ``similarity_top_k`` and ``filters``.
 
         >>> store.as_retriever("multi-hop", framework="langchain", search_kwargs={"k": 5})  # doctest: +SKIP
         """
