@@ -120,3 +120,10 @@ def test_hybrid_pickles_and_large_indexes_rebuild_in_the_background(parts, monke
     r.index.search(["zebra quagga"], 3)  # starts the rebuild, answers from the previous index
     r.index.wait(30)
     assert [i for i, _ in r.index.search(["zebra quagga"], 3)[0]] == ["zebra"]
+
+
+def test_building_an_index_logs_nothing_below_warning(parts, caplog):
+    # bm25s sets its logger to DEBUG on import; a demo or an app with a root handler must not print its chatter
+    with caplog.at_level("DEBUG"):
+        len(BM25Index(parts))
+    assert not [r for r in caplog.records if r.name.startswith("bm25s") and r.levelno < 30]

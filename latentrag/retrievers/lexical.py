@@ -46,10 +46,20 @@ PROGRESS_THRESHOLD = 20_000
 BACKGROUND_REBUILD = 50_000
 
 
+_quieted = False
+
+
 def _bm25s() -> Any:
+    global _quieted
     from latentrag._optional import require
 
-    return require("bm25s", "hybrid")
+    module = require("bm25s", "hybrid")
+    if not _quieted:  # bm25s sets its own logger to DEBUG on import, so every index build would print a line
+        _quieted = True
+        bm_log = logging.getLogger("bm25s")
+        if bm_log.level == logging.DEBUG:
+            bm_log.setLevel(logging.WARNING)
+    return module
 
 
 @dataclass(frozen=True)
