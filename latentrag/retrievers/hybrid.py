@@ -33,7 +33,7 @@ import numpy as np
 from latentrag.errors import InvalidInputError, check_positive_int
 from latentrag.retrievers.base import BaseRetriever, query_vectors
 from latentrag.retrievers.lexical import BM25Index
-from latentrag.stores.base import BaseStore, Filter, Store
+from latentrag.stores.base import Filter, Store, get_existing
 from latentrag.types import Hit
 from latentrag.validate import check_filter
 
@@ -106,7 +106,7 @@ class HybridRetriever(BaseRetriever):
         dense = self.store.search(q, n, filter=filter, with_vectors=True)
         lexical = self.index.search(queries, n, filter=filter)
         missing = sorted({i for qi, row in enumerate(lexical) for i, _ in row} - {h.id for hs in dense for h in hs})
-        fetched = {h.id: h for h in _fetch(self.store, missing)} if missing else {}
+        fetched = {h.id: h for h in get_existing(self.store, missing, with_vectors=True)} if missing else {}
         return [self._fuse(q[qi], dense[qi], lexical[qi], fetched, k) for qi in range(len(queries))]
 
     def _fuse(self, qv: np.ndarray, dense: list[Hit], lexical: list[tuple[str, float]], fetched: dict[str, Hit],
@@ -142,15 +142,6 @@ class HybridRetriever(BaseRetriever):
             meta.update(dense_score=float(cos[j]), lexical_score=float(bm[j]), via=via)
             out.append(by_id[i].copy(score=float(fused[j]), metadata=meta))
         return out
-
-
-def _fetch(store: Store, ids: list[str]) -> list[Hit]:
-    """The hits of ``ids`` with their vectors; ids deleted meanwhile are skipped."""
-    if isinstance(store, BaseStore):
-        return store.get(ids, with_vectors=True, missing="skip")
-    hits = store.get(ids)
-    vecs = store.vectors([h.id for h in hits])
-    return [h.copy(vector=v) for h, v in zip(hits, vecs, strict=True)]
 
 
 def _cosine(q: np.ndarray, hit: Hit) -> float:

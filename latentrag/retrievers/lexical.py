@@ -31,7 +31,7 @@ import numpy as np
 
 from latentrag import versioned
 from latentrag.errors import InvalidInputError, StoreCorruptError, check_positive_int
-from latentrag.stores.base import BaseStore, Filter, can_list, matches
+from latentrag.stores.base import Filter, can_list, get_existing, matches
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,9 @@ class BM25Index:
             msg = (f"a BM25 index needs a store that can list its documents (ids() and get()); "
                    f"{type(store).__name__} cannot. Use a FaissStore, PgVectorStore or MilvusStore.")
             raise InvalidInputError(msg)
-        for name, value in (("k1", k1), ("b", b)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= (3 if name == "k1"
-                                                                                                    else 1):
-                msg = f"BM25 {name} must be a number in [0, {3 if name == 'k1' else 1}], got {value!r}."
+        for name, value, top in (("k1", k1, 3), ("b", b, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top:
+                msg = f"BM25 {name} must be a number in [0, {top}], got {value!r}."
                 raise InvalidInputError(msg)
         _bm25s()  # a clear error now, not on the first query
         self.store = store
@@ -151,14 +150,10 @@ class BM25Index:
             worker.join(timeout)
 
     def _passages(self) -> tuple[list[str], list[str]]:
+        """Ids and texts of the passages in the store now (an id deleted while paging is skipped)."""
         ids = list(self.store.ids())
-        texts: list[str] = []
-        for start in range(0, len(ids), PAGE):
-            texts.extend(h.text for h in _get(self.store, ids[start : start + PAGE]))
-        if len(texts) != len(ids):  # a concurrent delete: read again, consistently
-            hits = [h for s in range(0, len(ids), PAGE) for h in _get(self.store, ids[s : s + PAGE])]
-            ids, texts = [h.id for h in hits], [h.text for h in hits]
-        return ids, texts
+        hits = [h for s in range(0, len(ids), PAGE) for h in get_existing(self.store, ids[s : s + PAGE])]
+        return [h.id for h in hits], [h.text for h in hits]
 
     def _build(self) -> _Snapshot:
         bm25s = _bm25s()
@@ -204,7 +199,7 @@ class BM25Index:
 
     def _filtered(self, rows: list[list[tuple[str, float]]], filter: Filter) -> list[list[tuple[str, float]]]:
         wanted = sorted({i for row in rows for i, _ in row})
-        meta = {h.id: h.metadata for h in _get(self.store, wanted)}
+        meta = {h.id: h.meta for h in get_existing(self.store, wanted)}
         return [[(i, s) for i, s in row if i in meta and matches(meta[i], filter)] for row in rows]
 
     # ------------------------------------------------------------------ persistence
@@ -261,11 +256,6 @@ def _query_terms(snap: _Snapshot, text: str) -> list[str]:
     stop = snap.stopwords
     vocab = snap.model.vocab_dict
     return [w for w in words if w not in stop and w in vocab]
-
-
-def _get(store: Any, ids: list[str]) -> list[Any]:
-    """``store.get(ids)``, skipping ids deleted meanwhile where the store can (every :class:`BaseStore`)."""
-    return store.get(ids, missing="skip") if isinstance(store, BaseStore) else store.get(ids)
 
 
 def fingerprint(ids: list[str], texts: list[str]) -> str:

@@ -39,10 +39,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from latentrag.errors import InvalidInputError, StoreError
-from latentrag.stores.base import BaseStore, can_list
+from latentrag.stores.base import can_list, get_existing
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +210,7 @@ class TitleLinks:
         log.debug("title links: %d titles over %d passages", len(by_words), len(ids))
 
     def _page(self, ids: list[str]) -> list[Any]:
-        if isinstance(self.store, BaseStore):
-            return self.store.get(ids, missing="skip")  # an id deleted since ids() was read is skipped
-        return list(self.store.get(ids))
+        return get_existing(self.store, ids)  # an id deleted since ids() was read is skipped
 
     def title(self, doc_id: str) -> str | None:
         """The indexed title of a passage id (``None`` for none): its own, or its inferred subject."""
@@ -229,16 +225,12 @@ class TitleLinks:
     def fetch(self, ids: list[str]) -> list[Any]:
         """The passages of ``ids`` that are still in the store, each with its own stored vector, read in
         one consistent step (a concurrent delete can remove an id the index still lists: it is skipped)."""
-        if isinstance(self.store, BaseStore):
-            return self.store.get(ids, with_vectors=True, missing="skip")
-        try:  # another protocol store: texts, then vectors
-            hits = list(self.store.get(ids))
-        except StoreError:
+        try:
+            return get_existing(self.store, ids, with_vectors=True)
+        except StoreError:  # another protocol store, whose get raises for an id deleted meanwhile
             self.refresh()
             alive = [i for i in ids if i in self._title]
-            hits = list(self.store.get(alive)) if alive else []
-        vecs = self.store.vectors([h.id for h in hits]) if hits else []
-        return [h.copy(vector=np.asarray(v, dtype=np.float32)) for h, v in zip(hits, vecs, strict=True)]
+            return get_existing(self.store, alive, with_vectors=True) if alive else []
 
     def mentioned(self, text: str, exclude_title: str | None = None) -> list[str]:
         """Ids of the passages whose title ``text`` mentions, in order of first mention; passages titled

@@ -217,6 +217,19 @@ def can_list(store: Any) -> bool:
     return callable(getattr(store, "ids", None)) and callable(getattr(store, "get", None))
 
 
+def get_existing(store: Any, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
+    """The hits of ``ids`` that are in ``store`` now (an id deleted meanwhile is skipped where the store can:
+    every :class:`BaseStore`), optionally with their stored vectors; for another protocol store, its
+    ``get`` (which may raise for a missing id) and then its ``vectors``."""
+    if isinstance(store, BaseStore):
+        return store.get(ids, with_vectors=with_vectors, missing="skip")
+    hits = list(store.get(ids))
+    if not with_vectors or not hits:
+        return hits
+    vecs = store.vectors([h.id for h in hits])
+    return [h.copy(vector=np.asarray(v, dtype=np.float32)) for h, v in zip(hits, vecs, strict=True)]
+
+
 def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     """A query matrix as C-contiguous float32 of shape (n, dim) at unit length; NaN/inf/zero rows rejected."""
     arr = np.asarray(queries)
