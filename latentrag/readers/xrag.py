@@ -196,17 +196,16 @@ class XRAGReader:
             msg = f"mode must be one of {list(MODES)}, got {mode!r}."
             raise InvalidInputError(msg)
         n_text = self._n_text(mode, text_passages, len(hits))
-        if mode in ("xrag", "mixed"):  # markers in prompt order (= rank order): the first n_text as text
-            head = "".join(p + (self._clip(hits[i].text) if i < n_text and i < len(hits) else
-                                (slot_marker() if i < len(hits) else "")) for i, p in enumerate(pieces))
-            with self._tok_lock:
-                ids = prompt_ids(self.lm.tokenizer, head.strip(), self.tokens_per_doc)
-            soft = hits[n_text:]
-            return ids, self.passage_inputs(soft) if soft else None
-        texts = [self._clip(h.text) if mode == "text" else "" for h in hits]
-        merged = "".join(p + (texts[i] if i < len(texts) else "") for i, p in enumerate(pieces))
+        # markers in prompt order (= rank order): the first n_text become text, the rest soft tokens (xrag,
+        # mixed) or nothing (none)
+        soft_mode = mode in ("xrag", "mixed")
+        fills = [self._clip(h.text) if i < n_text else (slot_marker() if soft_mode else "")
+                 for i, h in enumerate(hits)]
+        merged = "".join(p + (fills[i] if i < len(fills) else "") for i, p in enumerate(pieces))
         with self._tok_lock:
-            return prompt_ids(self.lm.tokenizer, merged.strip()), None
+            ids = prompt_ids(self.lm.tokenizer, merged.strip(), self.tokens_per_doc)
+        soft = hits[n_text:] if soft_mode else []
+        return ids, self.passage_inputs(soft) if soft else None
 
     def complete(self, prompt: str, mode: str = "xrag", max_new_tokens: int = 32,
                  text_passages: int | None = None) -> Answer:
