@@ -1,15 +1,18 @@
 """One contract suite over every store backend: FaissStore, PgVectorStore on a real embedded PostgreSQL 18
-+ pgvector, MilvusStore on milvus-lite (the real Milvus gRPC API), and FrameworkStore over LangChain's
-``InMemoryVectorStore`` and a LlamaIndex ``VectorStoreIndex``.
++ pgvector, MilvusStore on milvus-lite (the real Milvus gRPC API over a Python engine) and on a real Milvus
+2.3.5 standalone server (``milvus_server``), and FrameworkStore over LangChain's ``InMemoryVectorStore`` and
+a LlamaIndex ``VectorStoreIndex``.
 
 A backend that cannot start fails its tests with the reason; nothing is skipped silently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,8 @@ from latentrag import DuplicateIdError, EncoderMismatchError, FaissStore, Invali
 from latentrag.encoders import BaseEncoder
 from latentrag.retrievers import MultiHopRetriever
 
-BACKENDS = ["faiss", "pgvector", "milvus", "langchain", "llama_index"]
-PERSISTENT = ["faiss", "pgvector", "milvus"]
+BACKENDS = ["faiss", "pgvector", "milvus", "milvus_server", "langchain", "llama_index"]
+PERSISTENT = ["faiss", "pgvector", "milvus", "milvus_server"]
 
 
 class _OtherEncoder(BaseEncoder):
@@ -35,9 +38,24 @@ class _OtherEncoder(BaseEncoder):
 class Backend:
     """Makes and reopens stores of one backend over the demo corpus."""
 
-    def __init__(self, kind: str, encoder, pg_uri: str | None, milvus_dir: Path | None, tmp: Path) -> None:
+    def __init__(self, kind: str, encoder, pg_uri: str | None, milvus_dir: Path | None, tmp: Path,
+                 milvus_server: str | None = None) -> None:
         self.kind, self.encoder, self.pg_uri, self.milvus_dir, self.tmp = kind, encoder, pg_uri, milvus_dir, tmp
+        self.milvus_server = milvus_server
         self.name = f"t_{uuid.uuid4().hex[:10]}"
+
+    @property
+    def milvus_uri(self) -> str:
+        """milvus-lite's file, or the real server's address."""
+        return self.milvus_server if self.kind == "milvus_server" else str(self.milvus_dir / "milvus.db")
+
+    def drop(self) -> None:
+        """Drop the collection from the shared server, so that the session's server stays small."""
+        if self.kind == "milvus_server":
+            from latentrag.stores import MilvusStore
+
+            with contextlib.suppress(StoreError):  # the test did not create it
+                MilvusStore(self.milvus_uri, self.name, create=False).drop()
 
     def make(self, texts, ids, metas, vectors, *, exact: bool = True) -> Any:
         if self.kind == "faiss":
@@ -48,11 +66,11 @@ class Backend:
 
             return PgVectorStore.from_texts(texts, ids=ids, metadatas=metas, vectors=vectors, dsn=self.pg_uri,
                                             table=self.name, encoder=self.encoder, index="flat" if exact else "hnsw")
-        if self.kind == "milvus":
+        if self.kind in ("milvus", "milvus_server"):
             from latentrag.stores import MilvusStore
 
             return MilvusStore.from_texts(texts, ids=ids, metadatas=metas, vectors=vectors,
-                                          uri=str(self.milvus_dir / "milvus.db"), collection=self.name,
+                                          uri=self.milvus_uri, collection=self.name,
                                           encoder=self.encoder, index="FLAT" if exact else "HNSW")
         from latentrag.stores import FrameworkStore
 
@@ -83,15 +101,21 @@ class Backend:
             return PgVectorStore(self.pg_uri, self.name, encoder=encoder, create=False)
         from latentrag.stores import MilvusStore
 
-        return MilvusStore(str(self.milvus_dir / "milvus.db"), self.name, encoder=encoder, create=False)
+        return MilvusStore(self.milvus_uri, self.name, encoder=encoder, create=False)
+
+
+def make_backend(kind: str, request, encoder, tmp_path) -> Backend:
+    pg = request.getfixturevalue("pg_uri") if kind == "pgvector" else None
+    mv = request.getfixturevalue("milvus_dir") if kind == "milvus" else None
+    server = request.getfixturevalue("milvus_server_uri") if kind == "milvus_server" else None
+    return Backend(kind, encoder, pg, mv, tmp_path, server)
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request, encoder, tmp_path) -> Backend:
-    kind = request.param
-    pg = request.getfixturevalue("pg_uri") if kind == "pgvector" else None
-    mv = request.getfixturevalue("milvus_dir") if kind == "milvus" else None
-    return Backend(kind, encoder, pg, mv, tmp_path)
+def backend(request, encoder, tmp_path) -> Iterator[Backend]:
+    made = make_backend(request.param, request, encoder, tmp_path)
+    yield made
+    made.drop()
 
 
 @pytest.fixture()
@@ -175,9 +199,8 @@ def test_metadata_filters(backend, docs, encoder):
 
 @pytest.mark.parametrize("kind", PERSISTENT)
 def test_restart_persistence_and_encoder_mismatch(kind, request, docs, encoder, tmp_path):
-    pg = request.getfixturevalue("pg_uri") if kind == "pgvector" else None
-    mv = request.getfixturevalue("milvus_dir") if kind == "milvus" else None
-    backend = Backend(kind, encoder, pg, mv, tmp_path)
+    backend = make_backend(kind, request, encoder, tmp_path)
+    request.addfinalizer(backend.drop)
     texts, ids, metas, vecs = docs
     store = backend.make(texts, ids, metas, vecs)
     store.delete([ids[0]])
@@ -355,3 +378,76 @@ def test_quotes_and_unicode_in_ids_and_filters(backend, docs):
         store.add(["again", "other"], ids=["O'Brien", "fresh"], vectors=vecs[8:10])
     assert [h.id for h in store.search(vecs[:1], k=3, filter={"g": "café"})[0]] == [ids[0]]
     assert store.delete(["O'Brien"]) == 1 and len(store) == 7
+
+
+# ---------------------------------------------------------------- the real Milvus server (issue 23)
+def test_milvus_server_builds_hnsw_and_lite_what_it_has(milvus_server_uri, milvus_dir, docs, encoder):
+    """index='auto': HNSW (M=16, efConstruction=128) on the server; FLAT on a milvus-lite file."""
+    from latentrag.stores import MilvusStore
+
+    texts, ids, metas, vecs = docs
+    server = MilvusStore.from_texts(texts, ids=ids, metadatas=metas, vectors=vecs, uri=milvus_server_uri,
+                                    collection="t_auto_index", encoder=encoder)
+    lite = MilvusStore.from_texts(texts, ids=ids, metadatas=metas, vectors=vecs, uri=str(milvus_dir / "auto.db"),
+                                  collection="t_auto_index", encoder=encoder)
+    try:
+        built = server._client.describe_index("t_auto_index", "embedding")
+        assert (built["index_type"], built["metric_type"], built["M"], built["efConstruction"]) == \
+            ("HNSW", "COSINE", "16", "128")
+        assert server.index_type == "HNSW" and lite.index_type == "FLAT"
+        assert lite._client.describe_index("t_auto_index", "embedding")["index_type"] == "FLAT"
+        q = encoder.encode(QUERIES)
+        assert _ids(server.search(q, k=10)) == _ids(lite.search(q, k=10))
+    finally:
+        server.drop()
+        lite.drop()
+
+
+def test_multihop_gives_the_same_results_on_the_milvus_server(milvus_server_uri, docs, encoder):
+    """The outside check of issue 23: MultiHopRetriever and DenseRetriever (k=10) agree between FaissStore
+    and MilvusStore on the real server (HNSW), also from 8 threads at once."""
+    from conftest import run_in_threads
+
+    from latentrag.retrievers import DenseRetriever
+    from latentrag.stores import MilvusStore
+
+    texts, ids, metas, vecs = docs
+    faiss_store = FaissStore.from_texts(texts, ids=ids, metadatas=metas, encoder=encoder, vectors=vecs)
+    server = MilvusStore.from_texts(texts, ids=ids, metadatas=metas, vectors=vecs, uri=milvus_server_uri,
+                                    collection="t_multihop", encoder=encoder)
+    try:
+        questions = ["Where was the director of Jaws born?", "Which prize did the author of relativity win?"]
+        for kind in (MultiHopRetriever, DenseRetriever):
+            want = [[h.id for h in r] for r in kind(faiss_store, k=10).retrieve_batch(questions)]
+            retriever = kind(server, k=10)
+            assert [[h.id for h in r] for r in retriever.retrieve_batch(questions)] == want
+            got = run_in_threads(lambda r=retriever: [[h.id for h in x] for x in r.retrieve_batch(questions)], n=8)
+            assert got == [want] * 8
+    finally:
+        server.drop()
+
+
+def test_milvus_server_that_cannot_start_says_why(tmp_path):
+    """A start that times out raises StoreError with the reason and the log's tail, and leaves no process."""
+    import os
+
+    from latentrag.stores.milvus_server import LocalMilvusServer
+
+    server = LocalMilvusServer(tmp_path / "mv", timeout=0.5)
+    with pytest.raises(StoreError, match=r"could not start: the server did not answer within 0 s.*Last lines of"):
+        server.start()
+    assert server.pid is None
+    with pytest.raises(InvalidInputError, match="network must be one of"):
+        LocalMilvusServer(tmp_path, network="public")
+    # nothing of that process group is left (the launcher and milvus-server name the folder on their command line)
+    assert not (tmp_path / "mv" / "milvus.sock").exists()
+    folder = str(tmp_path / "mv")
+    assert all(folder not in _cmdline(pid) for pid in os.listdir("/proc") if pid.isdigit())
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""

@@ -169,13 +169,36 @@ class BaseRetriever(ABC):
         return self._run_batch(qs, self._k(k), None, filter)
 
     async def aretrieve(self, query: str, k: int | None = None, *, filter: Filter | None = None) -> list[Hit]:
-        """Async :meth:`retrieve`; the work runs in a worker thread so the event loop is never blocked."""
-        return await asyncio.to_thread(self.retrieve, query, k, filter=filter)
+        """Async :meth:`retrieve`; the event loop is never blocked. A retriever with an async hook
+        (:class:`~latentrag.retrievers.dense.DenseRetriever`) awaits the store's async client (PgVectorStore,
+        MilvusStore) and runs only the query encoding in a worker thread; the others run in a worker thread."""
+        return (await self._arun_batch([check_query(query)], self._k(k), filter))[0]
 
     async def aretrieve_batch(self, queries: Sequence[str], k: int | None = None, *,
                               filter: Filter | None = None) -> list[list[Hit]]:
-        """Async :meth:`retrieve_batch` in a worker thread."""
-        return await asyncio.to_thread(self.retrieve_batch, queries, k, filter=filter)
+        """Async :meth:`retrieve_batch` (as :meth:`aretrieve`)."""
+        if isinstance(queries, str):
+            msg = "aretrieve_batch() takes a list of queries, got a single str; use aretrieve() or wrap it in a list."
+            raise InvalidInputError(msg)
+        qs = [check_query(q) for q in queries]
+        if not qs:
+            return []
+        return await self._arun_batch(qs, self._k(k), filter)
+
+    async def _arun_batch(self, queries: list[str], k: int, filter: Filter | None) -> list[list[Hit]]:
+        flt = self.effective_filter(filter)
+        if unsatisfiable(flt):
+            return [[] for _ in queries]
+        return await self._aretrieve_batch(queries, k, flt)
+
+    async def _aretrieve_batch(self, queries: list[str], k: int, filter: dict[str, Any] | None) -> list[list[Hit]]:
+        """The async hook: ``filter`` is the effective one. The default runs the sync hook in a worker thread."""
+        def run() -> list[list[Hit]]:
+            if self.supports_filter:
+                return self._retrieve_batch(queries, k, None, filter=filter)  # type: ignore[call-arg]
+            return self._retrieve_batch(queries, k, None)
+
+        return await asyncio.to_thread(run)
 
     # ----------------------------------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:

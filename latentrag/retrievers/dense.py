@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import numpy as np
 
 from latentrag.errors import StoreError
 from latentrag.retrievers.base import BaseRetriever
-from latentrag.stores.base import Filter, Store, check_queries, store_is_empty
+from latentrag.stores.base import BaseStore, Filter, Store, check_queries, store_is_empty
 from latentrag.types import Hit
 from latentrag.validate import check_filter
 
@@ -42,3 +45,15 @@ class DenseRetriever(BaseRetriever):
             raise StoreError(msg)
         q = self.store.encoder.encode(queries) if vectors is None else check_queries(vectors, self.store.dim)
         return self.store.search(q, k, filter=self.filter if filter is None else filter)
+
+    async def _aretrieve_batch(self, queries: list[str], k: int, filter: dict[str, Any] | None) -> list[list[Hit]]:
+        """Async: the emptiness probe and the search await the store's async reads (a PgVectorStore's or a
+        MilvusStore's async client); only the encoder, which is CPU work, runs in a worker thread."""
+        store = self.store
+        if not isinstance(store, BaseStore):
+            return await super()._aretrieve_batch(queries, k, filter)
+        if await store.ais_empty():
+            msg = "the store is empty; add documents (store.add(...) or `latentrag index`) before retrieving."
+            raise StoreError(msg)
+        q = await asyncio.to_thread(store.encoder.encode, queries)
+        return await store.asearch(q, k, filter=filter)

@@ -10,6 +10,7 @@ small hooks a backend writes (``_count``, ``_existing``, ``_add``, ``_upsert``, 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -260,6 +261,9 @@ class BaseStore(ABC):
     can_list: ClassVar[bool] = True
     #: ``len()`` is exact.
     can_count: ClassVar[bool] = True
+    #: The read hooks (``_search``, ``_get``, ``_vectors``) are safe to run from several threads at once
+    #: (each takes its own connection from a pool): reads then skip ``self._lock`` and run in parallel.
+    concurrent_reads: bool = False
 
     #: ``pickle`` copies the store (documents, vectors, index). A store that is a connection to a database
     #: is not a copy of the data and leaves this False: pickling it raises :class:`NotPicklableError`.
@@ -449,8 +453,14 @@ class BaseStore(ABC):
         q = check_queries(queries, self.dim)
         if len(q) == 0:
             return []
-        with self._lock:
+        with self._read_lock():
             return self._search(q, k, flt, bool(with_vectors))
+
+    def _read_lock(self) -> Any:
+        """The store lock, or nothing where the read hooks are thread-safe (:attr:`concurrent_reads`)."""
+        from contextlib import nullcontext
+
+        return nullcontext() if self.concurrent_reads else self._lock
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """The stored vectors of ``ids`` as one array of shape (len(ids), dim), in the order given;
@@ -458,7 +468,7 @@ class BaseStore(ABC):
         id_list = check_ids(ids)
         if not id_list:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
+        with self._read_lock():
             return self._vectors(id_list)
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False, missing: str = "raise") -> list[Hit]:
@@ -472,13 +482,65 @@ class BaseStore(ABC):
         id_list = check_ids(ids)
         if not id_list:
             return []
-        with self._lock:
+        with self._read_lock():
             found = self._get(id_list, bool(with_vectors))
+        return self._ordered(id_list, found, missing)
+
+    def _ordered(self, id_list: list[str], found: dict[str, Hit], missing: str) -> list[Hit]:
         if missing == "raise":
             for doc_id in id_list:
                 if doc_id not in found:
                     raise self._unknown(doc_id)
         return [found[i].copy() for i in id_list if i in found]
+
+    # ----------------------------------------------------------------- async reads
+    async def asearch(
+        self, queries: np.ndarray, k: int, *, filter: Filter | None = None, with_vectors: bool = False
+    ) -> list[list[Hit]]:
+        """Async :meth:`search`, checked the same way. A server store (PgVectorStore, MilvusStore on a server)
+        awaits its driver's async client on a connection pool, so no thread waits for the network; the others
+        run :meth:`search` in a worker thread."""
+        k = check_k(k)
+        flt = check_filter(filter)
+        q = check_queries(queries, self.dim)
+        if len(q) == 0:
+            return []
+        return await self._asearch(q, k, flt, bool(with_vectors))
+
+    async def aget(self, ids: Sequence[str], *, with_vectors: bool = False, missing: str = "raise") -> list[Hit]:
+        """Async :meth:`get` (same checks and order; a server store awaits its async client)."""
+        if missing not in ("raise", "skip"):
+            msg = f"missing must be 'raise' or 'skip', got {short(missing)}."
+            raise InvalidInputError(msg)
+        id_list = check_ids(ids)
+        if not id_list:
+            return []
+        found = await self._aget(id_list, bool(with_vectors))
+        return self._ordered(id_list, found, missing)
+
+    async def ais_empty(self) -> bool:
+        """Async :meth:`is_empty`."""
+        return await asyncio.to_thread(self.is_empty)
+
+    async def aclose(self) -> None:
+        """Async :meth:`close` (a server store also closes its async pool on this event loop)."""
+        self.close()
+
+    async def _asearch(self, q: np.ndarray, k: int, filter: dict[str, Any] | None,
+                       with_vectors: bool) -> list[list[Hit]]:
+        """The async search hook; the default runs the sync hook in a worker thread."""
+        def run() -> list[list[Hit]]:
+            with self._read_lock():
+                return self._search(q, k, filter, with_vectors)
+
+        return await asyncio.to_thread(run)
+
+    async def _aget(self, ids: list[str], with_vectors: bool) -> dict[str, Hit]:
+        def run() -> dict[str, Hit]:
+            with self._read_lock():
+                return self._get(ids, with_vectors)
+
+        return await asyncio.to_thread(run)
 
     def ids(self) -> list[str]:
         """Every id in the store."""

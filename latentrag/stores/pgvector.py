@@ -15,15 +15,24 @@ and vectors are read back in pgvector's binary format, so ``vectors(ids)`` and
 Scores are cosine similarities (``1 - (embedding <=> query)``); for the L2-normalised vectors every
 latentrag encoder produces this equals the inner product that ``FaissStore`` reports.
 
+Connections. Writes and schema changes go through the store's own connection, one at a time (under the
+store lock). Reads (``search``, ``get``, ``vectors``, ``is_empty``) take a connection from a
+``psycopg_pool.ConnectionPool`` (at most ``pool_size``), so threads sharing one store search in parallel;
+the async reads (``asearch``, ``aget``, ``ais_empty``, and through them ``DenseRetriever.aretrieve``) await
+psycopg's ``AsyncConnection`` from a ``psycopg_pool.AsyncConnectionPool`` of the running event loop: no
+thread waits for the network. Without ``psycopg-pool`` installed, reads share the store's connection.
+
 Connection strings are never logged with their password: see :func:`mask_dsn`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import struct
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,7 +76,13 @@ class PgVectorStore(BaseStore):
 
         store = PgVectorStore.from_texts(texts, ids=ids, dsn="postgresql://rag@localhost/rag", table="docs")
         hits = store.search(store.encoder.encode(["who wrote it?"]), k=10)
+
+    Reads run on a pool of at most ``pool_size`` connections (sync and, per event loop, async: see the
+    module docs); ``close()`` (or ``await aclose()``) closes them.
     """
+
+    #: Reads take pooled connections of their own (psycopg-pool), so they need not share the store lock.
+    concurrent_reads = True
 
     def __init__(
         self,
@@ -82,6 +97,7 @@ class PgVectorStore(BaseStore):
         create: bool = True,
         bulk_index_threshold: int = 1_000,
         connect_timeout: int = 10,
+        pool_size: int = 8,
     ) -> None:
         if index not in INDEX_TYPES:
             msg = f"index must be one of {list(INDEX_TYPES)}, got {index!r}."
@@ -96,6 +112,8 @@ class PgVectorStore(BaseStore):
         self.ef_construction = check_positive_int("ef_construction", ef_construction)
         self.ef_search = min(check_positive_int("ef_search", ef_search), _MAX_EF_SEARCH)
         self.bulk_index_threshold = check_positive_int("bulk_index_threshold", bulk_index_threshold)
+        self.pool_size = check_positive_int("pool_size", pool_size)
+        self.connect_timeout = connect_timeout
         self.table = table
         self.dsn_masked = mask_dsn(dsn)
         self._secrets = secrets_of(dsn)
@@ -105,6 +123,15 @@ class PgVectorStore(BaseStore):
         self._ident = self._sql.Identifier(*table.split("."))
         self._index_ident = self._sql.Identifier(f"{table.split('.')[-1]}_embedding_idx")
         self._session_ef = 0
+        self._dsn = dsn  # for the pools' connections; never logged (dsn_masked is)
+        self._pool: Any = None
+        self._apools: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = {}
+        self._pool_lock = threading.Lock()
+        self._closed = False
+        try:
+            import psycopg_pool  # noqa: F401 - optional: reads share the store's connection without it
+        except ImportError:
+            self.concurrent_reads = False
         try:
             self._conn = self._psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
         except self._psycopg.Error as exc:
@@ -244,9 +271,95 @@ class PgVectorStore(BaseStore):
             raise StoreError(msg) from None
 
     def close(self) -> None:
-        """Close the connection; the data stays in PostgreSQL."""
+        """Close the connection and the pools; the data stays in PostgreSQL. An async pool of an event loop
+        that is running elsewhere is closed on that loop; :meth:`aclose` awaits the current loop's."""
         with self._lock:
             self._conn.close()
+        with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+            apools, self._apools = self._apools, {}
+        if pool is not None:
+            pool.close()
+        for loop, task in apools.items():
+            _close_async_pool(loop, task)
+
+    async def aclose(self) -> None:
+        """Close this event loop's async pool (awaited), then everything else as :meth:`close`."""
+        with self._pool_lock:
+            task = self._apools.pop(asyncio.get_running_loop(), None)
+        if task is not None:
+            try:
+                pool = await task
+            except Exception:  # noqa: BLE001 - a pool that never opened has nothing to close
+                pool = None
+            if pool is not None:
+                await pool.close()
+        self.close()
+
+    # ----------------------------------------------------------------- pools
+    def _pool_kwargs(self) -> dict[str, Any]:
+        return {"autocommit": True, "connect_timeout": self.connect_timeout}
+
+    def _read_pool(self) -> Any:
+        """The sync read pool, opened on first use (``concurrent_reads``)."""
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._pool_lock:
+            if self._closed:
+                msg = f"the PgVectorStore of table {self.table!r} is closed; open a new one."
+                raise StoreError(msg)
+            if self._pool is None:
+                from psycopg_pool import ConnectionPool
+
+                self._pool = ConnectionPool(self._dsn, min_size=1, max_size=self.pool_size, kwargs=self._pool_kwargs(),
+                                            configure=self._configure_pooled, open=True,
+                                            timeout=float(self.connect_timeout) + 20.0, name=f"latentrag-{self.table}")
+            return self._pool
+
+    def _configure_pooled(self, conn: Any) -> None:
+        conn.execute(self._session_sql())
+
+    def _session_sql(self) -> Any:
+        return self._sql.SQL("SET hnsw.ef_search = {}; SET hnsw.iterative_scan = strict_order").format(
+            self._sql.Literal(self.ef_search))
+
+    async def _async_pool(self) -> Any:
+        """This event loop's async pool, opened on first use (one task per loop, so concurrent first callers
+        share one pool)."""
+        loop = asyncio.get_running_loop()
+        with self._pool_lock:
+            if self._closed:
+                msg = f"the PgVectorStore of table {self.table!r} is closed; open a new one."
+                raise StoreError(msg)
+            task = self._apools.get(loop)
+            if task is None or (task.done() and task.exception() is not None):
+                task = loop.create_task(self._open_async_pool())
+                self._apools[loop] = task
+        return await task
+
+    async def _open_async_pool(self) -> Any:
+        from psycopg_pool import AsyncConnectionPool
+
+        async def configure(conn: Any) -> None:
+            await conn.execute(self._session_sql())
+
+        pool = AsyncConnectionPool(self._dsn, min_size=1, max_size=self.pool_size, kwargs=self._pool_kwargs(),
+                                   configure=configure, open=False, timeout=float(self.connect_timeout) + 20.0,
+                                   name=f"latentrag-async-{self.table}")
+        with self._db("connect"):
+            await pool.open(wait=True, timeout=float(self.connect_timeout) + 20.0)
+        return pool
+
+    @contextmanager
+    def _reader(self) -> Iterator[Any]:
+        """A connection for one read: from the pool, or the store's own (under the store lock)."""
+        if self.concurrent_reads:
+            with self._read_pool().connection() as conn:
+                yield conn
+        else:
+            yield self._conn
 
     def drop(self) -> None:
         """Drop the table and its registry row (all documents are lost), then close the connection."""
@@ -260,8 +373,23 @@ class PgVectorStore(BaseStore):
 
     def is_empty(self) -> bool:
         """True when the table holds no rows (one ``EXISTS`` probe, cheaper than ``len()``)."""
-        with self._lock, self._db("count"):
-            return self._is_empty()
+        with self._read_lock(), self._db("count"), self._reader() as conn:
+            row = conn.execute(self._empty_sql()).fetchone()
+        return bool(row and row[0])
+
+    async def ais_empty(self) -> bool:
+        """Async :meth:`is_empty` on this event loop's pool."""
+        if not self.concurrent_reads:
+            return await super().ais_empty()
+        pool = await self._async_pool()
+        with self._db("count"):
+            async with pool.connection() as conn:
+                cur = await conn.execute(self._empty_sql())
+                row = await cur.fetchone()
+        return bool(row and row[0])
+
+    def _empty_sql(self) -> Any:
+        return self._sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(self._ident)
 
     def _is_empty(self) -> bool:
         row = self._conn.execute(self._sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(self._ident)).fetchone()
@@ -332,7 +460,47 @@ class PgVectorStore(BaseStore):
                 copy.write(chunk)
 
     def _search(self, q: np.ndarray, k: int, filter: dict[str, Any] | None, with_vectors: bool) -> list[list[Hit]]:
-        """One SQL round trip for the whole batch of queries."""
+        """One SQL round trip for the whole batch of queries (on a pooled connection where there is a pool)."""
+        statement, params = self._search_sql(q, k, filter, with_vectors)
+        with self._db("search"), self._reader() as conn:
+            if conn is self._conn:
+                self._set_ef(k)
+                with conn.cursor(binary=True) as cur:
+                    rows = cur.execute(statement, params).fetchall()
+            else:
+                with conn.transaction(), conn.cursor(binary=True) as cur:
+                    self._raise_ef(cur, k)
+                    rows = cur.execute(statement, params).fetchall()
+        return _hits(rows, len(q), with_vectors)
+
+    async def _asearch(self, q: np.ndarray, k: int, filter: dict[str, Any] | None,
+                       with_vectors: bool) -> list[list[Hit]]:
+        """:meth:`_search` on this event loop's async pool (psycopg ``AsyncConnection``)."""
+        if not self.concurrent_reads:
+            return await super()._asearch(q, k, filter, with_vectors)
+        statement, params = self._search_sql(q, k, filter, with_vectors)
+        pool = await self._async_pool()
+        with self._db("search"):
+            async with pool.connection() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
+                if self._ef_for(k) != self.ef_search:
+                    await cur.execute(self._local_ef_sql(k))
+                await cur.execute(statement, params)
+                rows = await cur.fetchall()
+        return _hits(rows, len(q), with_vectors)
+
+    def _ef_for(self, k: int) -> int:
+        return min(max(k, self.ef_search), _MAX_EF_SEARCH)
+
+    def _local_ef_sql(self, k: int) -> Any:
+        return self._sql.SQL("SET LOCAL hnsw.ef_search = {}").format(self._sql.Literal(self._ef_for(k)))
+
+    def _raise_ef(self, cur: Any, k: int) -> None:
+        """A pooled connection keeps ``ef_search``; a search for more than that raises it for its transaction."""
+        if self._ef_for(k) != self.ef_search:
+            cur.execute(self._local_ef_sql(k))
+
+    def _search_sql(self, q: np.ndarray, k: int, filter: dict[str, Any] | None,
+                    with_vectors: bool) -> tuple[Any, list[Any]]:
         sql = self._sql
         where, params = _filter_sql(sql, filter)
         statement = sql.SQL(
@@ -347,31 +515,32 @@ class PgVectorStore(BaseStore):
             where=where,
             k=sql.Literal(k),
         )
-        with self._db("search"):
-            self._set_ef(k)
-            with self._conn.cursor(binary=True) as cur:
-                rows = cur.execute(statement, [[_vector_literal(v) for v in q], *params]).fetchall()
-        out: list[list[Hit]] = [[] for _ in range(len(q))]
-        for row in rows:
-            vec = _decode_vector(row[5]) if with_vectors else None
-            out[int(row[0]) - 1].append(Hit(row[1], row[2], 1.0 - float(row[4]), dict(row[3] or {}), vector=vec))
-        return out
+        return statement, [[_vector_literal(v) for v in q], *params]
 
     def _get(self, ids: list[str], with_vectors: bool) -> dict[str, Hit]:
         """One query (texts and vectors read together, so they always belong to each other)."""
+        statement = self._get_sql(with_vectors)
+        with self._db("read"), self._reader() as conn, conn.cursor(binary=True) as cur:
+            rows = cur.execute(statement, (ids,)).fetchall()
+        return _rows_by_id(rows, with_vectors)
+
+    async def _aget(self, ids: list[str], with_vectors: bool) -> dict[str, Hit]:
+        if not self.concurrent_reads:
+            return await super()._aget(ids, with_vectors)
+        pool = await self._async_pool()
+        with self._db("read"):
+            async with pool.connection() as conn, conn.cursor(binary=True) as cur:
+                await cur.execute(self._get_sql(with_vectors), (ids,))
+                rows = await cur.fetchall()
+        return _rows_by_id(rows, with_vectors)
+
+    def _get_sql(self, with_vectors: bool) -> Any:
         sql = self._sql
         columns = sql.SQL("id, text, metadata, embedding" if with_vectors else "id, text, metadata")
-        with self._db("read"), self._conn.cursor(binary=True) as cur:
-            rows = cur.execute(
-                sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(columns, self._ident), (ids,)
-            ).fetchall()
-        return {
-            r[0]: Hit(r[0], r[1], 0.0, dict(r[2] or {}), vector=_decode_vector(r[3]) if with_vectors else None)
-            for r in rows
-        }
+        return sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(columns, self._ident)
 
     def _vectors(self, ids: list[str]) -> np.ndarray:
-        with self._db("read"), self._conn.cursor(binary=True) as cur:
+        with self._db("read"), self._reader() as conn, conn.cursor(binary=True) as cur:
             rows = cur.execute(
                 self._sql.SQL("SELECT id, embedding FROM {} WHERE id = ANY(%s)").format(self._ident), (ids,)
             ).fetchall()
@@ -386,6 +555,44 @@ class PgVectorStore(BaseStore):
 
 
 # --------------------------------------------------------------------- helpers
+def _hits(rows: list[Any], n_queries: int, with_vectors: bool) -> list[list[Hit]]:
+    out: list[list[Hit]] = [[] for _ in range(n_queries)]
+    for row in rows:
+        vec = _decode_vector(row[5]) if with_vectors else None
+        out[int(row[0]) - 1].append(Hit(row[1], row[2], 1.0 - float(row[4]), dict(row[3] or {}), vector=vec))
+    return out
+
+
+def _rows_by_id(rows: list[Any], with_vectors: bool) -> dict[str, Hit]:
+    return {
+        r[0]: Hit(r[0], r[1], 0.0, dict(r[2] or {}), vector=_decode_vector(r[3]) if with_vectors else None)
+        for r in rows
+    }
+
+
+def _close_async_pool(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """Close an async pool from any thread: on its own loop while that runs (a loop that is closed took its
+    connections' sockets with it)."""
+    if loop.is_closed():
+        return
+
+    async def close() -> None:
+        try:
+            pool = await task
+        except Exception:  # noqa: BLE001 - never opened: nothing to close
+            return
+        await pool.close()
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.create_task(close())
+    elif loop.is_running():
+        asyncio.run_coroutine_threadsafe(close(), loop)
+
+
 def _clean(exc: BaseException, secrets: list[str]) -> str:
     """An exception's first line with every secret of the connection string masked."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
