@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from latentrag.training.multihop import untitled_store as untitled  # noqa: F401  (re-exported for the benchmarks)
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -52,13 +54,3 @@ def plot_path(name: str) -> Path:
     return RESULTS / f"{name}.png"
 
 
-def untitled(store: Any, cache: Any) -> Any:
-    """A FaissStore of ``store``'s passages without their ``"Title: "`` prefix (what most corpora look like),
-    with the same ids and the metadata ``key`` (the title) recall is scored by; ``cache`` embeds the texts."""
-    from latentrag import FaissStore
-
-    ids = store.ids()
-    hits = store.get(ids)
-    texts = [h.text.removeprefix(f"{h.metadata['key']}: ") for h in hits]
-    return FaissStore.from_texts(texts, ids=ids, metadatas=[{"key": h.metadata["key"]} for h in hits],
-                                 encoder=store.encoder, vectors=cache.embed(texts))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, TextIO
 
+from latentrag.compressors.relevance import RelevanceFilter
 from latentrag.retrievers.dense import DenseRetriever
 from latentrag.retrievers.multihop import MultiHopRetriever
 
@@ -32,3 +33,7 @@ def run(store: Any, out: TextIO) -> None:
         print("  hop tree (#n = rank in the final list):", file=out)
         for line in trace.render(width=60).splitlines()[2:]:
             print(f"    {line}", file=out)
+        kept = RelevanceFilter().compress(q, trace.hits)
+        print(f"  RelevanceFilter() keeps {[(h.id, round(h.meta['relevance'], 2)) for h in kept]} of "
+              f"{len(trace.hits)} (a later-hop passage is judged by how it was found, not by its question "
+              "similarity alone)", file=out)

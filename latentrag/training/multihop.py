@@ -326,6 +326,18 @@ def load_dev(root: Path, cache: DiskEmbeddingCache, patterns: Sequence[str] | No
     return store, sets
 
 
+def untitled_store(store: Any, cache: Any) -> Any:
+    """A FaissStore of ``store``'s passages without their ``"Title: "`` prefix (what most corpora look like),
+    with the same ids and the metadata ``key`` (the title) recall is scored by; ``cache`` embeds the texts."""
+    from latentrag.stores.faiss import FaissStore
+
+    ids = store.ids()
+    hits = store.get(ids)
+    texts = [h.text.removeprefix(f"{h.metadata['key']}: ") for h in hits]
+    return FaissStore.from_texts(texts, ids=ids, metadatas=[{"key": h.metadata["key"]} for h in hits],
+                                 encoder=store.encoder, vectors=cache.embed(texts))
+
+
 def recall(hits: list[list[Any]], gold: list[set[str]], k: int) -> float:
     """Micro recall of gold passage keys among the first ``k`` hits of each question."""
     found = sum(len(g & {h.metadata["key"] for h in hs[:k]}) for hs, g in zip(hits, gold, strict=True))
