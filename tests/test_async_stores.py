@@ -144,3 +144,20 @@ async def test_async_reads_after_close_and_on_a_second_loop(pg_uri, encoder, cor
     with pytest.raises(StoreError, match="is closed"):
         await store.asearch(corpus_vectors[:1], k=1)
     PgVectorStore(pg_uri, name, create=False).drop()
+
+
+def test_each_event_loop_gets_its_own_pool_and_closed_loops_are_dropped(pg_uri, encoder, corpus_vectors):
+    """asyncio.run twice: each loop reads through a pool of its own; the first loop's entry is dropped once
+    that loop is closed, so repeated asyncio.run calls do not pile up pools."""
+    from latentrag.stores import PgVectorStore
+
+    store = PgVectorStore.from_texts(["a", "b"], ids=["a", "b"], vectors=corpus_vectors[:2], dsn=pg_uri,
+                                     table=f"t_async_{uuid.uuid4().hex[:8]}", encoder=encoder)
+    try:
+        for _ in range(3):
+            hits = asyncio.run(store.asearch(corpus_vectors[1:2], k=1))
+            assert hits[0][0].id == "b"
+        assert len(store._apools) == 1  # only the last loop's (closed) entry, pruned at the next use
+        assert all(loop.is_closed() for loop in store._apools)
+    finally:
+        store.drop()

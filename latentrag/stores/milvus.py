@@ -286,6 +286,8 @@ class MilvusStore(BaseStore):
         first callers share one client)."""
         loop = asyncio.get_running_loop()
         with self._client_lock:
+            for old in [lp for lp in self._aclients if lp.is_closed()]:  # loops gone (asyncio.run returned)
+                del self._aclients[old]  # their connections close when collected
             task = self._aclients.get(loop)
             if task is None or (task.done() and task.exception() is not None):
                 task = loop.create_task(self._connect_async())

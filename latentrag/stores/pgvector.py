@@ -333,6 +333,8 @@ class PgVectorStore(BaseStore):
             if self._closed:
                 msg = f"the PgVectorStore of table {self.table!r} is closed; open a new one."
                 raise StoreError(msg)
+            for old in [lp for lp in self._apools if lp.is_closed()]:  # loops gone (asyncio.run returned)
+                del self._apools[old]  # their connections close when collected
             task = self._apools.get(loop)
             if task is None or (task.done() and task.exception() is not None):
                 task = loop.create_task(self._open_async_pool())
