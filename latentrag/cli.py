@@ -25,6 +25,7 @@ TRAINERS = {
     "multihop": "latentrag.training.multihop",
     "relevance": "latentrag.training.relevance",
     "reranker": "latentrag.training.reranker",
+    "reranker-fusion": "latentrag.training.rerank_fusion",
     "tools": "latentrag.training.tools",
     "xrag": "latentrag.training.xrag",
 }

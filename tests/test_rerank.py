@@ -10,7 +10,7 @@ import pytest
 
 from latentrag import Hit, InvalidInputError, ModelLoadError
 from latentrag.compressors import CrossEncoderReranker, RelevanceFilter
-from latentrag.compressors.relevance import Calibration, fit_calibration
+from latentrag.compressors.relevance import Calibration, HopCalibration, fit_calibration, hop_features
 
 Q = "Who directed the film Jaws?"
 TEXTS = [
@@ -31,7 +31,9 @@ def test_shipped_reranker_orders_by_relevance_and_keeps_metadata(reranker):
     out = reranker.compress(Q, hits)
     assert out[0].id == "d1" and {h.id for h in out} == {h.id for h in hits}
     assert [h.score for h in out] == sorted((h.score for h in out), reverse=True)
-    assert out[0].meta == {"src": 1, "original_score": pytest.approx(0.1), "rerank_logit": pytest.approx(3.0, abs=2)}
+    cosine = float(reranker._cosines(Q, [TEXTS[1]], None)[0])
+    assert out[0].meta == {"src": 1, "original_score": pytest.approx(0.1), "rerank_logit": pytest.approx(3.0, abs=2),
+                           "rerank_cosine": pytest.approx(cosine, abs=1e-4)}
     assert hits[1].score == pytest.approx(0.1)  # callers' hits untouched
     assert [h.id for h in CrossEncoderReranker(top_n=2).compress(Q, hits)] == [h.id for h in out[:2]]
     assert reranker.compress(Q, []) == []
@@ -110,6 +112,107 @@ def test_fit_learns_a_query_conditioned_cut():
         fit_calibration(["q"], [1.0], [1])
     with pytest.raises(InvalidInputError, match="max_k .* must be >= min_k"):
         RelevanceFilter(min_k=3, max_k=2)
+
+
+def test_term_stats_bm25_uses_shipped_document_frequencies(tmp_path):
+    from latentrag.models.term_stats import TermStats
+
+    stats = TermStats.count(["the cat sat", "a cat ran", "a dog ran", "zebras graze"])
+    assert stats.df == {"cat": 2, "ran": 2}  # min_df=2 leaves the once-seen words out; stop words never count
+    texts = ["cat and zebras", "zebras zebras zebras", "nothing here"]
+    scores = stats.bm25("zebras or cat", texts)
+    assert scores[2] == 0.0 and scores[0] > 0 and scores[1] > 0
+    assert stats.idf("zebras") > stats.idf("cat")  # an unseen word is rarer than a counted one
+    assert np.allclose(TermStats.load(stats.save(tmp_path / "df.json.gz")).bm25("zebras or cat", texts), scores)
+    with pytest.raises(ModelLoadError, match="could not read term statistics"):
+        TermStats.load(tmp_path / "missing.json.gz")
+
+
+def test_shipped_score_is_the_documented_learned_mix(reranker):
+    from latentrag.models.cross_encoder import fuse_scores
+
+    fusion = reranker.fusion
+    assert fusion["kind"] == "linear" and set(fusion["weights"]) == {"cosine", "logit", "bm25"}
+    assert set(fusion["folds"]) >= {"dl20", "dl21"} and reranker.term_stats is not None
+    scores = reranker.score(Q, TEXTS)
+    logits, cos = np.asarray(reranker.logits(Q, TEXTS)), reranker._cosines(Q, TEXTS, None)
+    bm25 = reranker.term_stats.bm25(Q, TEXTS)
+
+    def z(x):
+        return (x - x.mean()) / x.std()
+
+    w = fusion["weights"]
+    assert np.allclose(scores, w["cosine"] * z(cos) + w["logit"] * z(logits) + w["bm25"] * z(bm25), atol=1e-4)
+    with pytest.raises(ValueError, match="pass bm25="):
+        fuse_scores(logits, cos, fusion)
+
+
+def _hop_hit(hid: str, qs: float, hop: int = 1, via: str = "dense", parent: str | None = None,
+             path: float | None = None, nested: bool = False) -> Hit:
+    prov = {"hop": hop, "via": via, "parent_id": parent, "path_score": qs if path is None else path,
+            "similarity": qs, "question_similarity": qs}
+    return Hit(hid, f"passage {hid}", score=qs, metadata={"retrieval": prov} if nested else prov)
+
+
+def test_relevance_filter_reads_multihop_provenance_flat_or_in_a_langchain_group():
+    hits = [_hop_hit("a", 0.62), _hop_hit("b", 0.35, hop=2, via="link", parent="a", path=0.85),
+            _hop_hit("c", 0.35, hop=2, via="hop", parent=None, path=0.3)]
+    f = RelevanceFilter()
+    probs, kinds = f.hit_probabilities("q", hits)
+    assert kinds == ["multihop"] * 3
+    # the same question similarity: a title link from a strong parent is evidence, an orphan hop is not
+    assert probs[1] > probs[2]
+    nested = [_hop_hit(h.id, h.meta["question_similarity"], h.meta["hop"], h.meta["via"], h.meta["parent_id"],
+                       h.meta["path_score"], nested=True) for h in hits]
+    assert np.allclose(f.hit_probabilities("q", nested)[0], probs)
+    kept = f.compress("q", hits)
+    assert all(h.meta["relevance_map"] == "multihop" for h in kept) and "a" in {h.id for h in kept}
+    # a plain dense hit goes through the cosine map, a reranked one through the reranker's
+    assert f.hit_probabilities("q", [Hit("x", "t", score=0.5)])[1] == ["cosine"]
+    reranked = Hit("x", "t", score=0.5, metadata={"rerank_logit": 2.0, "rerank_cosine": 0.6})
+    assert f.hit_probabilities("q", [reranked])[1] == ["reranker"]
+    with pytest.raises(InvalidInputError, match="rerank_cosine"):  # another model's logit: the shipped map refuses
+        f.compress("q", [Hit("y", "t", score=0.5, metadata={"rerank_logit": 2.0})])
+    with pytest.raises(InvalidInputError, match="needs hits of a MultiHopRetriever"):
+        RelevanceFilter(score="multihop").compress("q", [Hit("x", "t", score=0.5)])
+    assert "multihop" in repr(f) and "cosine" in repr(f)
+
+
+def test_hop_calibration_fit_keeps_the_asked_share_of_gold():
+    rng = np.random.default_rng(0)
+    hits = [_hop_hit(f"h{i}", float(rng.uniform(0.2, 0.8)), hop=1 + i % 2, via=("dense", "link")[i % 2])
+            for i in range(400)]
+    x = hop_features([h.id for h in hits], [h.meta for h in hits])
+    y = (x[:, 0] + 0.3 * x[:, 4] + rng.normal(0, 0.05, len(hits)) > 0.6).astype(int)
+    cal = HopCalibration.fit(x, y, keep_gold=0.9)
+    keep = cal.probabilities(x) >= cal.threshold
+    assert 0.88 <= keep[y == 1].mean() <= 0.95 and keep[y == 0].mean() < 0.5
+    with pytest.raises(InvalidInputError, match="keep_gold"):
+        HopCalibration.fit(x, y, keep_gold=0.0)
+
+
+def test_relevance_filter_keeps_the_evidence_multihop_found(data_dir, encoder, tmp_path):
+    """Real path: a dev slice (its own questions' pools as the corpus), MultiHopRetriever(k=10), RelevanceFilter()."""
+    from latentrag.retrievers import MultiHopRetriever
+    from latentrag.training.multihop import DiskEmbeddingCache, load_dev
+
+    store, sets = load_dev(data_dir, DiskEmbeddingCache(encoder, tmp_path),
+                           [str(data_dir / "multihop" / "dev_hotpotqa.part1.jsonl")])
+    ds = sets["hotpotqa"]
+    f = RelevanceFilter()
+    gold_found = gold_kept = others = others_dropped = 0
+    for hits, gold in zip(MultiHopRetriever(store, k=10)._retrieve_batch(ds.questions, 10, ds.vectors), ds.gold,
+                          strict=True):
+        kept = {h.id for h in f.compress("q", hits)}
+        for h in hits:
+            if h.meta["key"] in gold:
+                gold_found += 1
+                gold_kept += h.id in kept
+            else:
+                others += 1
+                others_dropped += h.id not in kept
+    assert gold_found >= 20
+    assert gold_kept / gold_found >= 0.85 and others_dropped / others >= 0.3
 
 
 def test_through_both_frameworks(reranker, store):

@@ -90,16 +90,17 @@ class Calibration:
     def probabilities(self, scores: np.ndarray, query_vector: np.ndarray | None,
                       cosines: np.ndarray | None = None) -> np.ndarray:
         a, b = self.a, self.b
-        if self.c:
-            if cosines is None:
-                msg = "this calibration also weighs the bi-encoder cosine of each passage; pass cosines=."
-                raise InvalidInputError(msg)
-            b = b + self.c * np.asarray(cosines, dtype=np.float64)
         if self.components and query_vector is not None:
             z = np.asarray(self.components, dtype=np.float32) @ (query_vector - np.asarray(self.mean, dtype=np.float32))
             a += float(np.dot(self.w_a, z))
             b += float(np.dot(self.w_b, z))
-        return np.asarray(1.0 / (1.0 + np.exp(-(a * np.asarray(scores, dtype=np.float64) + b))))
+        logit = a * np.asarray(scores, dtype=np.float64) + b
+        if self.c:
+            if cosines is None:
+                msg = "this calibration also weighs the bi-encoder cosine of each passage; pass cosines=."
+                raise InvalidInputError(msg)
+            logit = logit + self.c * np.asarray(cosines, dtype=np.float64)
+        return np.asarray(1.0 / (1.0 + np.exp(-logit)))
 
 
 def provenance(hit: Hit) -> Mapping[str, Any] | None:

@@ -10,12 +10,18 @@ dynamic quantization): it cost 0.017 nDCG@10 on DL20 for the shipped model (``be
 it is never picked on its own.
 
 The shipped default (``model=None``) is a MiniLM-L6 cross-encoder trained in this project
-(``latentrag train reranker``). Its ranking score fuses, per query, the z-scored cross-encoder logit
-with the z-scored bi-encoder cosine (the weight was selected on DL20), so it needs the query and
-passage embeddings: a hit's own ``vector`` is reused, else the passages without one are encoded with
-the shipped MiniLM together with the query, in one batched call (cached). Fused scores rank one query's
-candidates; they are not comparable across queries, so ``compress`` also records the raw logit as
-``metadata["rerank_logit"]``, which is what :class:`~latentrag.compressors.RelevanceFilter` calibrates.
+(``latentrag train reranker``). On its own its logit ranks below the bi-encoder it started from, so its
+ranking score is a per-query mix of three z-scored pieces of evidence, ``z(cosine) + b * z(logit) +
+c * z(bm25)``: the shipped bi-encoder's cosine, the cross-encoder logit, and BM25 over the candidates with
+document frequencies shipped beside the weights (:class:`~latentrag.models.term_stats.TermStats`; a
+candidate list alone cannot tell a rare word from a common one). ``b`` and ``c`` were fitted on seven
+labelled sources, leave-one-source-out (``latentrag train reranker-fusion``, ``fusion.json``; figures in
+``benchmarks/rerank.py``). The cosines need the query and passage embeddings: a hit's own ``vector`` is
+reused, else the passages without one are encoded with the shipped MiniLM together with the query, in
+one batched call (cached). Fused scores rank one query's candidates; they are not comparable across
+queries, so ``compress`` also records the raw logit as ``metadata["rerank_logit"]`` and the cosine as
+``metadata["rerank_cosine"]``, which is what
+:class:`~latentrag.compressors.RelevanceFilter` calibrates.
 Any Hugging Face ``*ForSequenceClassification`` cross-encoder (``cross-encoder/ms-marco-MiniLM-L-6-v2``)
 or an ONNX export loads too, and scores with its logit alone.
 """
@@ -44,6 +50,7 @@ from latentrag.models.cross_encoder import (
     load_cross_encoder,
     logits_to_scores,
 )
+from latentrag.models.term_stats import TermStats
 from latentrag.types import Hit
 from latentrag.validate import check_str_list
 
@@ -107,8 +114,11 @@ class CrossEncoderReranker(BaseCompressor):
         self.max_batch_tokens = check_positive_int("max_batch_tokens", max_batch_tokens or default_tokens)
         self.fusion = self.loaded.fusion
         self.encoder: Encoder | None = None
+        self.term_stats: TermStats | None = None
         if self.fusion:
             self.encoder = default_encoder() if encoder is None else load_encoder(encoder)
+            if self.fusion.get("term_stats"):
+                self.term_stats = TermStats.load(self.fusion["term_stats"])
         self._tok_json = self.loaded.tokenizer.to_str()
         self._local = threading.local()
 
@@ -164,12 +174,15 @@ class CrossEncoderReranker(BaseCompressor):
         texts = check_str_list("texts", texts, storable=False)
         return [float(x) for x in self._logits(query, texts)] if texts else []
 
-    def _scores(self, query: str, texts: list[str],
-                vectors: Sequence[np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _scores(self, query: str, texts: list[str], vectors: Sequence[np.ndarray | None] | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(ranking scores, logits, bi-encoder cosines or None when the score does not use them)."""
         logits = self._logits(query, texts)
         if not self.fusion:
-            return logits, logits
-        return fuse_scores(logits, self._cosines(query, texts, vectors), self.fusion), logits
+            return logits, logits, None
+        cosines = self._cosines(query, texts, vectors)
+        bm25 = self.term_stats.bm25(query, texts) if self.term_stats is not None else None
+        return fuse_scores(logits, cosines, self.fusion, bm25), logits, cosines
 
     def _cosines(self, query: str, texts: list[str], vectors: Sequence[np.ndarray | None] | None) -> np.ndarray:
         assert self.encoder is not None
@@ -219,10 +232,11 @@ class CrossEncoderReranker(BaseCompressor):
 
     # ----------------------------------------------------------------- compressor
     def _compress(self, query: str, hits: list[Hit]) -> list[Hit]:
-        scores, logits = self._scores(query, [h.text for h in hits], [h.vector for h in hits])
+        scores, logits, cosines = self._scores(query, [h.text for h in hits], [h.vector for h in hits])
         order = np.argsort(-scores, kind="stable")
         if self.top_n is not None:
             order = order[: self.top_n]
+        extra = [{} if cosines is None else {"rerank_cosine": float(cosines[j])} for j in range(len(hits))]
         return [hits[j].copy(score=float(scores[j]), metadata={**hits[j].meta, "original_score": hits[j].score,
-                                                               "rerank_logit": float(logits[j])})
+                                                               "rerank_logit": float(logits[j]), **extra[j]})
                 for j in order]

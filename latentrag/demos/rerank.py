@@ -1,4 +1,5 @@
-"""Demo section: dense top-20, then the cross-encoder's order and the relevance filter's cut."""
+"""Demo section: dense top-20, then the reranker's order (cosine, cross-encoder and BM25 evidence mixed) and
+the relevance filter's cut."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any, TextIO
 
 from latentrag.retrievers.dense import DenseRetriever
 
-QUESTIONS = ["Who discovered penicillin?", "What is the boiling point of liquid nitrogen on Mars?"]
+QUESTIONS = ["Which singer was born in Stone Town?", "Which element did Marie Curie discover?",
+             "What is the boiling point of liquid nitrogen on Mars?"]
 
 
 def run(store: Any, out: TextIO) -> None:
@@ -28,7 +30,11 @@ def run(store: Any, out: TextIO) -> None:
         print(f"\nQ: {q}", file=out)
         print(f"  dense top-5 of 20: {[h.id for h in hits[:5]]}", file=out)
         print(f"  reranked top-5   : {[h.id for h in ranked[:5]]}  [{rr_ms:.0f} ms for 20 pairs]", file=out)
+        if ranked and hits and ranked[0].id != hits[0].id:
+            print(f"  the reranker puts {ranked[0].id!r} first: {ranked[0].text[:90]}...", file=out)
         if kept:
             print(f"  kept by the filter: {[(h.id, round(h.meta['relevance'], 2)) for h in kept]}", file=out)
         else:
-            print("  kept by the filter: nothing (no passage is relevant enough: the LLM gets no context)", file=out)
+            best = max(keep.hit_probabilities(q, ranked[:1])[0], default=0.0)
+            print(f"  kept by the filter: nothing (the best passage has p = {best:.2f} < {keep.threshold:.2f}: the "
+                  "LLM gets no context)", file=out)

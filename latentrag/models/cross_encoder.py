@@ -305,11 +305,20 @@ def _load_hf(name: str) -> LoadedCrossEncoder:
 def shipped_fusion(path: str | os.PathLike[str] = SHIPPED_DIR) -> dict[str, Any] | None:
     """How a shipped-format folder combines its logit with the bi-encoder cosine (None: the logit alone).
 
+    ``{"kind": "linear", "weights": {"cosine": a, "logit": b, "bm25": c}, "term_stats": file}`` (from the
+    folder's ``fusion.json``, ``latentrag train reranker-fusion``): per query ``a * z(cosines) + b * z(logits)
+    + c * z(bm25)``, BM25 over the candidates with the folder's document frequencies
+    (:class:`~latentrag.models.term_stats.TermStats`);
     ``{"kind": "zscore", "weight": w}``: per query, ``(1 - w) * z(logits) + w * z(cosines)``;
     ``{"kind": "residual", "scale": s}``: ``logit + s * cosine``. The cosines are those of the shipped
     bi-encoder (:func:`latentrag.default_encoder`) between the query and each passage.
     """
-    cfg = json.loads((Path(path) / "config.json").read_text())
+    folder = Path(path)
+    if (folder / "fusion.json").is_file():
+        spec = json.loads((folder / "fusion.json").read_text())
+        spec["term_stats"] = str(folder / spec["term_stats"])
+        return dict(spec)
+    cfg = json.loads((folder / "config.json").read_text())
     fusion = cfg.get("latentrag", {}).get("fusion")
     return dict(fusion) if fusion else None
 
@@ -319,11 +328,13 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / std if std > 1e-6 else np.zeros_like(x)
 
 
-def fuse_scores(logits: np.ndarray, cosines: np.ndarray, fusion: dict[str, Any] | None) -> np.ndarray:
+def fuse_scores(logits: np.ndarray, cosines: np.ndarray, fusion: dict[str, Any] | None,
+                bm25: np.ndarray | None = None) -> np.ndarray:
     """The shipped reranker's scores for ONE query's candidates (see :func:`shipped_fusion`).
 
-    Shape: ``logits`` and ``cosines`` are (n_candidates,). A ``zscore`` fusion is listwise: the scores
-    rank the candidates of this call, they are not comparable across queries.
+    Shape: ``logits``, ``cosines`` (and ``bm25``, needed by a ``linear`` fusion) are (n_candidates,). A
+    ``zscore`` or ``linear`` fusion is listwise: the scores rank the candidates of this call, they are not
+    comparable across queries.
     """
     logits = np.asarray(logits, dtype=np.float32)
     cosines = np.asarray(cosines, dtype=np.float32)
@@ -332,12 +343,20 @@ def fuse_scores(logits: np.ndarray, cosines: np.ndarray, fusion: dict[str, Any] 
     if logits.shape != cosines.shape:
         msg = f"logits and cosines must have the same shape, got {logits.shape} and {cosines.shape}."
         raise ValueError(msg)
+    if fusion["kind"] == "linear":
+        w = fusion["weights"]
+        if bm25 is None and w.get("bm25"):
+            msg = "this fusion weighs a BM25 score over the candidates; pass bm25=."
+            raise ValueError(msg)
+        parts = {"cosine": cosines, "logit": logits, "bm25": bm25}
+        return sum((np.float32(w[k]) * _zscore(np.asarray(parts[k], dtype=np.float32)) for k in w if w[k]),
+                   np.zeros_like(logits)).astype(np.float32)
     if fusion["kind"] == "zscore":
         w = float(fusion["weight"])
         return ((1.0 - w) * _zscore(logits) + w * _zscore(cosines)).astype(np.float32)
     if fusion["kind"] == "residual":
         return logits + np.float32(fusion["scale"]) * cosines
-    msg = f"unknown fusion kind {fusion['kind']!r} in the reranker config; expected 'zscore' or 'residual'."
+    msg = f"unknown fusion kind {fusion['kind']!r} in the reranker config; expected 'linear', 'zscore' or 'residual'."
     raise ModelLoadError(msg)
 
 
@@ -352,7 +371,7 @@ def _load_shipped_entry(path: Path, name: str) -> LoadedCrossEncoder:
         1,
         512,
         True,
-        fusion=shipped_fusion(path) if extra.get("fusion") else None,
+        fusion=shipped_fusion(path) if extra.get("fusion") or (path / "fusion.json").is_file() else None,
         max_length=extra.get("max_length"),
     )
 
