@@ -114,3 +114,9 @@ def redact(text: str, secrets: list[str]) -> str:
         for form in {secret, quote(secret, safe=""), quote(secret)}:
             out = out.replace(form, MASK)
     return mask_uri(out)
+
+
+def redacted_error(exc: BaseException, secrets: list[str]) -> str:
+    """An exception's first line (its type name when it has no message) with every secret masked."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return redact(text, secrets)

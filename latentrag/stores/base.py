@@ -476,10 +476,7 @@ class BaseStore(ABC):
         ``with_vectors`` each hit carries its own stored vector). ``missing="raise"`` raises
         :class:`StoreError` for an unknown id; ``"skip"`` leaves it out (for derived indexes that may
         lag behind a concurrent delete)."""
-        if missing not in ("raise", "skip"):
-            msg = f"missing must be 'raise' or 'skip', got {short(missing)}."
-            raise InvalidInputError(msg)
-        id_list = check_ids(ids)
+        id_list = _get_ids(ids, missing)
         if not id_list:
             return []
         with self._read_lock():
@@ -509,10 +506,7 @@ class BaseStore(ABC):
 
     async def aget(self, ids: Sequence[str], *, with_vectors: bool = False, missing: str = "raise") -> list[Hit]:
         """Async :meth:`get` (same checks and order; a server store awaits its async client)."""
-        if missing not in ("raise", "skip"):
-            msg = f"missing must be 'raise' or 'skip', got {short(missing)}."
-            raise InvalidInputError(msg)
-        id_list = check_ids(ids)
+        id_list = _get_ids(ids, missing)
         if not id_list:
             return []
         found = await self._aget(id_list, bool(with_vectors))
@@ -632,3 +626,34 @@ def check_encoder(stored_name: str, stored_dim: int, encoder: Encoder, where: st
             f"the index with `latentrag index --rebuild`."
         )
         raise EncoderMismatchError(msg)
+
+
+def _get_ids(ids: Sequence[str], missing: str) -> list[str]:
+    """The checked ids of a ``get``/``aget`` call, and its ``missing`` policy checked."""
+    if missing not in ("raise", "skip"):
+        msg = f"missing must be 'raise' or 'skip', got {short(missing)}."
+        raise InvalidInputError(msg)
+    return check_ids(ids)
+
+
+def close_on_loop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """Close the async client (or pool) ``task`` resolves to, from any thread: on its own event loop while
+    that runs; a closed loop took its sockets with it, and a task that failed has nothing to close."""
+    if loop.is_closed():
+        return
+
+    async def close() -> None:
+        try:
+            client = await task
+        except Exception:  # noqa: BLE001 - never connected: nothing to close
+            return
+        await client.close()
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.create_task(close())
+    elif loop.is_running():
+        asyncio.run_coroutine_threadsafe(close(), loop)

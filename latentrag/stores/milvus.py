@@ -49,8 +49,8 @@ import numpy as np
 from latentrag._optional import require
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import InvalidInputError, StoreError, check_positive_int
-from latentrag.masking import mask_uri, redact, secrets_of
-from latentrag.stores.base import BaseStore, Batch, Filter, check_encoder, matches
+from latentrag.masking import mask_uri, redacted_error, secrets_of
+from latentrag.stores.base import BaseStore, Batch, Filter, check_encoder, close_on_loop, matches
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class MilvusStore(BaseStore):
             self._client = self._pymilvus.MilvusClient(uri=uri, token=token, db_name=db_name, timeout=timeout)
         except Exception as exc:  # pymilvus raises several unrelated types on connect
             msg = (
-                f"could not connect to Milvus at {self.uri_masked}: {_clean(exc, self._secrets)}; "
+                f"could not connect to Milvus at {self.uri_masked}: {redacted_error(exc, self._secrets)}; "
                 f"check the URI and that the server runs."
             )
             raise StoreError(msg) from None
@@ -250,7 +250,7 @@ class MilvusStore(BaseStore):
         try:
             yield
         except self._pymilvus.MilvusException as exc:
-            reason = _clean(exc, self._secrets)
+            reason = redacted_error(exc, self._secrets)
             msg = f"Milvus {what} on collection {self.collection!r} at {self.uri_masked} failed: {reason}"
             raise StoreError(msg) from None
 
@@ -266,7 +266,7 @@ class MilvusStore(BaseStore):
         with self._client_lock:
             aclients, self._aclients = self._aclients, {}
         for loop, task in aclients.items():
-            _close_on(loop, task)
+            close_on_loop(loop, task)
 
     async def aclose(self) -> None:
         """Close this event loop's ``AsyncMilvusClient`` (awaited), then the rest as :meth:`close`."""
@@ -300,7 +300,7 @@ class MilvusStore(BaseStore):
         try:
             await client._connect()  # connect now, so a bad address fails here, with the URI masked
         except Exception as exc:  # pymilvus raises several unrelated types on connect
-            msg = f"could not connect to Milvus at {self.uri_masked}: {_clean(exc, self._secrets)}"
+            msg = f"could not connect to Milvus at {self.uri_masked}: {redacted_error(exc, self._secrets)}"
             raise StoreError(msg) from None
         return client
 
@@ -450,34 +450,6 @@ def _rows_to_hits(rows: dict[str, dict[str, Any]], with_vectors: bool) -> dict[s
                     vector=np.asarray(r["embedding"], dtype=np.float32) if with_vectors else None)
         for doc_id, r in rows.items()
     }
-
-
-def _close_on(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
-    """Close an async client from any thread, on its own loop while that runs."""
-    if loop.is_closed():
-        return
-
-    async def close() -> None:
-        try:
-            client = await task
-        except Exception:  # noqa: BLE001 - never connected: nothing to close
-            return
-        await client.close()
-
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        loop.create_task(close())
-    elif loop.is_running():
-        asyncio.run_coroutine_threadsafe(close(), loop)
-
-
-def _clean(exc: BaseException, secrets: list[str]) -> str:
-    """An exception's first line with every secret of the connection string masked."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return redact(text, secrets)
 
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}

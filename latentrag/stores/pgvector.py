@@ -43,8 +43,8 @@ import numpy as np
 from latentrag._optional import require
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import DuplicateIdError, InvalidInputError, StoreError, check_positive_int
-from latentrag.masking import mask_dsn, redact, secrets_of
-from latentrag.stores.base import BaseStore, Batch, Filter, check_encoder
+from latentrag.masking import mask_dsn, redacted_error, secrets_of
+from latentrag.stores.base import BaseStore, Batch, Filter, check_encoder, close_on_loop
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class PgVectorStore(BaseStore):
             self._conn = self._psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
         except self._psycopg.Error as exc:
             msg = (
-                f"could not connect to PostgreSQL at {self.dsn_masked}: {_clean(exc, self._secrets)}; "
+                f"could not connect to PostgreSQL at {self.dsn_masked}: {redacted_error(exc, self._secrets)}; "
                 "check the DSN and server."
             )
             raise StoreError(msg) from None
@@ -173,7 +173,7 @@ class PgVectorStore(BaseStore):
             except self._psycopg.Error as exc:
                 msg = (
                     f"the PostgreSQL server at {self.dsn_masked} cannot enable the 'vector' extension "
-                    f"({_clean(exc, self._secrets)}); install pgvector >= 0.8 on the server and run "
+                    f"({redacted_error(exc, self._secrets)}); install pgvector >= 0.8 on the server and run "
                     f"`CREATE EXTENSION vector` as a superuser."
                 )
                 raise StoreError(msg) from None
@@ -266,7 +266,7 @@ class PgVectorStore(BaseStore):
             msg = f"ids already in the table {self.table!r}; use upsert() to replace documents."
             raise DuplicateIdError(msg) from None
         except self._psycopg.Error as exc:
-            reason = _clean(exc, self._secrets)
+            reason = redacted_error(exc, self._secrets)
             msg = f"PostgreSQL {what} on table {self.table!r} at {self.dsn_masked} failed: {reason}"
             raise StoreError(msg) from None
 
@@ -282,7 +282,7 @@ class PgVectorStore(BaseStore):
         if pool is not None:
             pool.close()
         for loop, task in apools.items():
-            _close_async_pool(loop, task)
+            close_on_loop(loop, task)
 
     async def aclose(self) -> None:
         """Close this event loop's async pool (awaited), then everything else as :meth:`close`."""
@@ -570,35 +570,6 @@ def _rows_by_id(rows: list[Any], with_vectors: bool) -> dict[str, Hit]:
         r[0]: Hit(r[0], r[1], 0.0, dict(r[2] or {}), vector=_decode_vector(r[3]) if with_vectors else None)
         for r in rows
     }
-
-
-def _close_async_pool(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
-    """Close an async pool from any thread: on its own loop while that runs (a loop that is closed took its
-    connections' sockets with it)."""
-    if loop.is_closed():
-        return
-
-    async def close() -> None:
-        try:
-            pool = await task
-        except Exception:  # noqa: BLE001 - never opened: nothing to close
-            return
-        await pool.close()
-
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        loop.create_task(close())
-    elif loop.is_running():
-        asyncio.run_coroutine_threadsafe(close(), loop)
-
-
-def _clean(exc: BaseException, secrets: list[str]) -> str:
-    """An exception's first line with every secret of the connection string masked."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return redact(text, secrets)
 
 
 def _vector_literal(row: np.ndarray) -> str:
