@@ -14,7 +14,7 @@ import asyncio
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -636,24 +636,71 @@ def _get_ids(ids: Sequence[str], missing: str) -> list[str]:
     return check_ids(ids)
 
 
-def close_on_loop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
-    """Close the async client (or pool) ``task`` resolves to, from any thread: on its own event loop while
-    that runs; a closed loop took its sockets with it, and a task that failed has nothing to close."""
-    if loop.is_closed():
-        return
+class PerLoop:
+    """One async resource (a client, a pool) per running event loop, opened on first use by ``opener()``: one
+    task per loop, so concurrent first callers share it, and a failed open is retried by the next caller.
+    Entries of closed loops (``asyncio.run`` returned) are dropped; their connections close when collected.
+    ``lock`` guards the table; a store may pass the lock that guards its other connection state."""
 
-    async def close() -> None:
-        try:
-            client = await task
-        except Exception:  # noqa: BLE001 - never connected: nothing to close
-            return
-        await client.close()
+    def __init__(self, opener: Callable[[], Coroutine[Any, Any, Any]], lock: threading.Lock) -> None:
+        self._opener = opener
+        self._lock = lock
+        self._tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = {}
 
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[asyncio.AbstractEventLoop]:
+        """The event loops that hold a resource (or its opening task)."""
+        return iter(list(self._tasks))
+
+    async def get(self, check: Callable[[], None] | None = None) -> Any:
+        """This loop's resource; ``check`` runs first under the lock (e.g. to refuse a closed store)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if check is not None:
+                check()
+            for old in [lp for lp in self._tasks if lp.is_closed()]:
+                del self._tasks[old]
+            task = self._tasks.get(loop)
+            if task is None or (task.done() and task.exception() is not None):
+                task = loop.create_task(self._opener())
+                self._tasks[loop] = task
+        return await task
+
+    def detach(self) -> dict[asyncio.AbstractEventLoop, asyncio.Task[Any]]:
+        """Every loop's task, taken out of the table. Call it with the lock held."""
+        tasks, self._tasks = self._tasks, {}
+        return tasks
+
+    async def aclose_current(self) -> None:
+        """Close (awaited) this loop's resource, if it has one."""
+        with self._lock:
+            task = self._tasks.pop(asyncio.get_running_loop(), None)
+        if task is not None:
+            await _close_task(task)
+
+    @staticmethod
+    def close_detached(tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]]) -> None:
+        """Close the resources of :meth:`detach`, each from any thread on its own loop while that runs; a
+        closed loop took its sockets with it."""
+        for loop, task in tasks.items():
+            if loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                loop.create_task(_close_task(task))
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(_close_task(task), loop)
+
+
+async def _close_task(task: asyncio.Task[Any]) -> None:
+    """Close the resource ``task`` resolves to; a task that failed has nothing to close."""
     try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        loop.create_task(close())
-    elif loop.is_running():
-        asyncio.run_coroutine_threadsafe(close(), loop)
+        resource = await task
+    except Exception:  # noqa: BLE001 - never connected: nothing to close
+        return
+    await resource.close()

@@ -34,7 +34,6 @@ Tokens and passwords are never logged.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -50,7 +49,7 @@ from latentrag._optional import require
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import InvalidInputError, StoreError, check_positive_int
 from latentrag.masking import mask_uri, redacted_error, secrets_of
-from latentrag.stores.base import BaseStore, Batch, Filter, check_encoder, close_on_loop, matches
+from latentrag.stores.base import BaseStore, Batch, Filter, PerLoop, check_encoder, matches
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -132,8 +131,8 @@ class MilvusStore(BaseStore):
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         # the async clients' settings (never logged; uri_masked is)
         self._connect_args = {"uri": uri, "token": token, "db_name": db_name, "timeout": timeout}
-        self._aclients: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = {}
         self._client_lock = threading.Lock()
+        self._aclients = PerLoop(self._connect_async, self._client_lock)
         self.concurrent_reads = not is_local_uri(uri)
         try:
             self._client = self._pymilvus.MilvusClient(uri=uri, token=token, db_name=db_name, timeout=timeout)
@@ -264,35 +263,17 @@ class MilvusStore(BaseStore):
         with self._lock:
             self._client.close()
         with self._client_lock:
-            aclients, self._aclients = self._aclients, {}
-        for loop, task in aclients.items():
-            close_on_loop(loop, task)
+            aclients = self._aclients.detach()
+        PerLoop.close_detached(aclients)
 
     async def aclose(self) -> None:
         """Close this event loop's ``AsyncMilvusClient`` (awaited), then the rest as :meth:`close`."""
-        with self._client_lock:
-            task = self._aclients.pop(asyncio.get_running_loop(), None)
-        if task is not None:
-            try:
-                client = await task
-            except Exception:  # noqa: BLE001 - never connected: nothing to close
-                client = None
-            if client is not None:
-                await client.close()
+        await self._aclients.aclose_current()
         self.close()
 
     async def _async_client(self) -> Any:
-        """This event loop's ``AsyncMilvusClient``, connected on first use (one task per loop, so concurrent
-        first callers share one client)."""
-        loop = asyncio.get_running_loop()
-        with self._client_lock:
-            for old in [lp for lp in self._aclients if lp.is_closed()]:  # loops gone (asyncio.run returned)
-                del self._aclients[old]  # their connections close when collected
-            task = self._aclients.get(loop)
-            if task is None or (task.done() and task.exception() is not None):
-                task = loop.create_task(self._connect_async())
-                self._aclients[loop] = task
-        return await task
+        """This event loop's ``AsyncMilvusClient``, connected on first use (:class:`PerLoop`)."""
+        return await self._aclients.get()
 
     async def _connect_async(self) -> Any:
         # dedicated: a channel of this loop's own (grpc.aio channels belong to the loop that made them)

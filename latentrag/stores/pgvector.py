@@ -27,7 +27,6 @@ Connection strings are never logged with their password: see :func:`mask_dsn`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -44,7 +43,7 @@ from latentrag._optional import require
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import DuplicateIdError, InvalidInputError, StoreError, check_positive_int
 from latentrag.masking import mask_dsn, redacted_error, secrets_of
-from latentrag.stores.base import BaseStore, Batch, Filter, check_encoder, close_on_loop
+from latentrag.stores.base import BaseStore, Batch, Filter, PerLoop, check_encoder
 from latentrag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -125,8 +124,8 @@ class PgVectorStore(BaseStore):
         self._session_ef = 0
         self._dsn = dsn  # for the pools' connections; never logged (dsn_masked is)
         self._pool: Any = None
-        self._apools: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = {}
         self._pool_lock = threading.Lock()
+        self._apools = PerLoop(self._open_async_pool, self._pool_lock)
         self._closed = False
         try:
             import psycopg_pool  # noqa: F401 - optional: reads share the store's connection without it
@@ -278,23 +277,14 @@ class PgVectorStore(BaseStore):
         with self._pool_lock:
             self._closed = True
             pool, self._pool = self._pool, None
-            apools, self._apools = self._apools, {}
+            apools = self._apools.detach()
         if pool is not None:
             pool.close()
-        for loop, task in apools.items():
-            close_on_loop(loop, task)
+        PerLoop.close_detached(apools)
 
     async def aclose(self) -> None:
         """Close this event loop's async pool (awaited), then everything else as :meth:`close`."""
-        with self._pool_lock:
-            task = self._apools.pop(asyncio.get_running_loop(), None)
-        if task is not None:
-            try:
-                pool = await task
-            except Exception:  # noqa: BLE001 - a pool that never opened has nothing to close
-                pool = None
-            if pool is not None:
-                await pool.close()
+        await self._apools.aclose_current()
         self.close()
 
     # ----------------------------------------------------------------- pools
@@ -326,20 +316,13 @@ class PgVectorStore(BaseStore):
             self._sql.Literal(self.ef_search))
 
     async def _async_pool(self) -> Any:
-        """This event loop's async pool, opened on first use (one task per loop, so concurrent first callers
-        share one pool)."""
-        loop = asyncio.get_running_loop()
-        with self._pool_lock:
-            if self._closed:
-                msg = f"the PgVectorStore of table {self.table!r} is closed; open a new one."
-                raise StoreError(msg)
-            for old in [lp for lp in self._apools if lp.is_closed()]:  # loops gone (asyncio.run returned)
-                del self._apools[old]  # their connections close when collected
-            task = self._apools.get(loop)
-            if task is None or (task.done() and task.exception() is not None):
-                task = loop.create_task(self._open_async_pool())
-                self._apools[loop] = task
-        return await task
+        """This event loop's async pool, opened on first use (:class:`PerLoop`); refused once closed."""
+        return await self._apools.get(self._refuse_closed)
+
+    def _refuse_closed(self) -> None:
+        if self._closed:
+            msg = f"the PgVectorStore of table {self.table!r} is closed; open a new one."
+            raise StoreError(msg)
 
     async def _open_async_pool(self) -> Any:
         from psycopg_pool import AsyncConnectionPool
