@@ -160,10 +160,7 @@ class BaseRetriever(ABC):
     def retrieve_batch(self, queries: Sequence[str], k: int | None = None, *,
                        filter: Filter | None = None) -> list[list[Hit]]:
         """Hits for many queries at once: one encoder call and batched searches."""
-        if isinstance(queries, str):
-            msg = "retrieve_batch() takes a list of queries, got a single str; use retrieve() or wrap it in a list."
-            raise InvalidInputError(msg)
-        qs = [check_query(q) for q in queries]
+        qs = _batch_queries(queries, "retrieve")
         if not qs:
             return []
         return self._run_batch(qs, self._k(k), None, filter)
@@ -177,10 +174,7 @@ class BaseRetriever(ABC):
     async def aretrieve_batch(self, queries: Sequence[str], k: int | None = None, *,
                               filter: Filter | None = None) -> list[list[Hit]]:
         """Async :meth:`retrieve_batch` (as :meth:`aretrieve`)."""
-        if isinstance(queries, str):
-            msg = "aretrieve_batch() takes a list of queries, got a single str; use aretrieve() or wrap it in a list."
-            raise InvalidInputError(msg)
-        qs = [check_query(q) for q in queries]
+        qs = _batch_queries(queries, "aretrieve")
         if not qs:
             return []
         return await self._arun_batch(qs, self._k(k), filter)
@@ -264,3 +258,11 @@ def check_retriever(retriever: Any, *, foreign: type, framework: str, where: str
                f"aretrieve(query, k)), got {type(retriever).__name__} ({short(retriever)}); for example "
                f"DenseRetriever(store) or MultiHopRetriever(store).")
         raise InvalidInputError(msg)
+
+
+def _batch_queries(queries: Sequence[str], method: str) -> list[str]:
+    """The checked queries of a ``<method>_batch`` call (a single str is refused: it is not a list)."""
+    if isinstance(queries, str):
+        msg = f"{method}_batch() takes a list of queries, got a single str; use {method}() or wrap it in a list."
+        raise InvalidInputError(msg)
+    return [check_query(q) for q in queries]
