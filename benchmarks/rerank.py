@@ -106,8 +106,9 @@ def evidence(rr: CrossEncoderReranker, queries: list[str], cands: list[list[str]
     """(logits, cosines, BM25) of every query's candidates, computed once and shared by every fusion arm."""
     out = []
     for q, texts, vecs in zip(queries, cands, vectors, strict=True):
-        bm25 = rr.term_stats.bm25(q, texts) if rr.term_stats is not None else None
-        out.append((rr._logits(q, texts), rr._cosines(q, texts, list(vecs)), bm25))
+        logits, cosines, bm25 = rr._evidence(q, texts, list(vecs))
+        assert cosines is not None
+        out.append((logits, cosines, bm25))
     return out
 
 
@@ -128,7 +129,7 @@ def dl_set(split: str, rr: CrossEncoderReranker, rr_int8: CrossEncoderReranker |
     queries = [item["query"] for item in dev.run]
     cands = [[h["text"] for h in item["hits"]] for item in dev.run]
     ids = [[h["docid"] for h in item["hits"]] for item in dev.run]
-    vecs = [enc.encode(c) for c in cands]
+    vecs = dev.vectors or []
     row: dict[str, Any] = {"bm25": round(dev.bm25(), 4), "biencoder": round(dev.biencoder(), 4)}
     t0 = time.perf_counter()
     ev = evidence(rr, queries, cands, vecs)

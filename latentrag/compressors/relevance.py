@@ -81,10 +81,14 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Calibration:
+        return cls.from_dict(_read_json(path, _FIT_HINT), path)
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: str | os.PathLike[str]) -> Calibration:
         try:
-            return cls(**json.loads(Path(path).read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            msg = f"could not read a relevance calibration from {str(path)!r} ({exc}); fit one with RelevanceFilter.fit"
+            return cls(**raw)
+        except TypeError as exc:
+            msg = f"could not read a relevance calibration from {str(path)!r} ({exc}); {_FIT_HINT}"
             raise ModelLoadError(msg) from exc
 
     def probabilities(self, scores: np.ndarray, query_vector: np.ndarray | None,
@@ -147,11 +151,14 @@ class HopCalibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HopCalibration:
+        return cls.from_dict(_read_json(path, _HOP_HINT, "multi-hop "), path)
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: str | os.PathLike[str]) -> HopCalibration:
         try:
-            cal = cls(**json.loads(Path(path).read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            msg = (f"could not read a multi-hop relevance calibration from {str(path)!r} ({exc}); "
-                   "run `latentrag train relevance`")
+            cal = cls(**raw)
+        except TypeError as exc:
+            msg = f"could not read a multi-hop relevance calibration from {str(path)!r} ({exc}); {_HOP_HINT}"
             raise ModelLoadError(msg) from exc
         if tuple(cal.features) != HOP_FEATURES:
             msg = (f"{str(path)!r} was fitted on features {cal.features}, this latentrag computes "
@@ -185,14 +192,24 @@ class HopCalibration:
         return cal
 
 
-def _load_any(path: str | os.PathLike[str]) -> Calibration | HopCalibration:
-    """A saved calibration of either kind (a multi-hop map has ``weights``, a score map ``a``/``b``)."""
+_FIT_HINT = "fit one with RelevanceFilter.fit"
+_HOP_HINT = "run `latentrag train relevance`"
+
+
+def _read_json(path: str | os.PathLike[str], hint: str, kind: str = "") -> Any:
     try:
-        raw = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        msg = f"could not read a relevance calibration from {str(path)!r} ({exc}); fit one with RelevanceFilter.fit"
+        msg = f"could not read a {kind}relevance calibration from {str(path)!r} ({exc}); {hint}"
         raise ModelLoadError(msg) from exc
-    return HopCalibration.load(path) if isinstance(raw, dict) and "weights" in raw else Calibration.load(path)
+
+
+def _load_any(path: str | os.PathLike[str]) -> Calibration | HopCalibration:
+    """A saved calibration of either kind (a multi-hop map has ``weights``, a score map ``a``/``b``), read once."""
+    raw = _read_json(path, _FIT_HINT)
+    if isinstance(raw, dict) and "weights" in raw:
+        return HopCalibration.from_dict(raw, path)
+    return Calibration.from_dict(raw, path)
 
 
 def _logistic(x: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> np.ndarray:

@@ -177,12 +177,20 @@ class CrossEncoderReranker(BaseCompressor):
     def _scores(self, query: str, texts: list[str], vectors: Sequence[np.ndarray | None] | None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(ranking scores, logits, bi-encoder cosines or None when the score does not use them)."""
+        logits, cosines, bm25 = self._evidence(query, texts, vectors)
+        if cosines is None:
+            return logits, logits, None
+        return fuse_scores(logits, cosines, self.fusion, bm25), logits, cosines
+
+    def _evidence(self, query: str, texts: list[str], vectors: Sequence[np.ndarray | None] | None
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """What the ranking score is made of: logits, and where the model has a fusion the bi-encoder
+        cosines and (with term statistics) BM25 over the candidates."""
         logits = self._logits(query, texts)
         if not self.fusion:
-            return logits, logits, None
-        cosines = self._cosines(query, texts, vectors)
+            return logits, None, None
         bm25 = self.term_stats.bm25(query, texts) if self.term_stats is not None else None
-        return fuse_scores(logits, cosines, self.fusion, bm25), logits, cosines
+        return logits, self._cosines(query, texts, vectors), bm25
 
     def _cosines(self, query: str, texts: list[str], vectors: Sequence[np.ndarray | None] | None) -> np.ndarray:
         assert self.encoder is not None

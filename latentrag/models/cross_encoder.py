@@ -371,7 +371,7 @@ def _load_shipped_entry(path: Path, name: str) -> LoadedCrossEncoder:
         1,
         512,
         True,
-        fusion=shipped_fusion(path) if extra.get("fusion") or (path / "fusion.json").is_file() else None,
+        fusion=shipped_fusion(path),
         max_length=extra.get("max_length"),
     )
 

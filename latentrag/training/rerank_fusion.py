@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 from latentrag.training.multihop import cache_root, data_root
 from latentrag.training.reranker import DevSet, RerankerTrainConfig, load_training_data, ndcg_at_k
 
-FEATURES = ("cosine", "logit", "bm25")
 PAIR_SETS = ("wikiqa", "trecqa", "vaswani", "noveleval", "multihop")
 DL_SETS = ("dl20", "dl21")
 GRID_LOGIT = tuple(round(0.1 * i, 2) for i in range(0, 21))
@@ -88,22 +87,19 @@ def labelled_lists(root: Path, max_pairs: int, seed: int = 0) -> dict[str, list[
 
 def evidence(reranker: Any, query: str, texts: list[str]) -> np.ndarray:
     """(3, n) cosine, logit and BM25 of ``texts`` for ``query``, computed as the shipped reranker does."""
-    assert reranker.term_stats is not None
-    return np.stack([reranker._cosines(query, texts, None), reranker._logits(query, texts),
-                     reranker.term_stats.bm25(query, texts)]).astype(np.float32)
-
-
-def _zscore(x: np.ndarray) -> np.ndarray:
-    std = float(x.std())
-    return (x - x.mean()) / std if std > 1e-6 else np.zeros_like(x)
+    logits, cosines, bm25 = reranker._evidence(query, texts, None)
+    assert cosines is not None and bm25 is not None
+    return np.stack([cosines, logits, bm25]).astype(np.float32)
 
 
 def source_ndcg(rows: list[tuple[np.ndarray, list[float]]], weights: dict[str, float]) -> float:
-    """Mean nDCG@10 of one source's lists under ``weights`` (z-scored evidence per list)."""
+    """Mean nDCG@10 of one source's lists under ``weights`` (the shipped ``linear`` fusion of the evidence)."""
+    from latentrag.models.cross_encoder import fuse_scores
+
+    fusion = {"kind": "linear", "weights": weights}
     vals = []
     for ev, labels in rows:
-        score = sum(weights.get(f, 0.0) * _zscore(ev[i]) for i, f in enumerate(FEATURES))
-        order = np.argsort(-np.asarray(score), kind="stable")
+        order = np.argsort(-fuse_scores(ev[1], ev[0], fusion, ev[2]), kind="stable")
         qrels = {str(j): int(round(lab)) for j, lab in enumerate(labels) if lab > 0}
         vals.append(ndcg_at_k([str(j) for j in order], qrels))
     return float(np.mean(vals)) if vals else 0.0

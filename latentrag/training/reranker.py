@@ -453,6 +453,8 @@ class DevSet:
     run: list[dict[str, Any]]
     qrels: dict[str, dict[str, int]]
     cosines: list[np.ndarray] | None = None
+    #: Per query, the candidates' unit-norm embeddings (set by :meth:`compute_cosines`).
+    vectors: list[np.ndarray] | None = None
 
     @classmethod
     def load(cls, split: str = "dl20", data_dir: str | os.PathLike[str] | None = None) -> DevSet:
@@ -491,11 +493,12 @@ class DevSet:
                 encoder = latentrag.default_encoder()
             else:
                 encoder = MiniLMEmbedder(device)
-        self.cosines = []
+        self.cosines, self.vectors = [], []
         for item in self.run:
             vecs = np.asarray(encoder.encode([item["query"], *[h["text"] for h in item["hits"]]]), dtype=np.float32)
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-12
             self.cosines.append(vecs[1:] @ vecs[0])
+            self.vectors.append(vecs[1:])
         return self.cosines
 
     def biencoder(self, k: int = 10) -> float:
