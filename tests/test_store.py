@@ -149,6 +149,62 @@ def test_approximate_index_types(index, encoder, tmp_path):
         assert (approx.nbytes() - before) * 10 < 1000 * 384 * 4
 
 
+def _clustered(n, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((60, 384)).astype(np.float32)
+    x = centers[rng.integers(0, 60, n)] + 0.6 * rng.standard_normal((n, 384)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), rng
+
+
+def _recall(store, exact, q, k=10):
+    truth = [{h.id for h in r} for r in exact.search(q, k)]
+    got = [{h.id for h in r} for r in store.search(q, k)]
+    return float(np.mean([len(a & b) / k for a, b in zip(truth, got, strict=True)]))
+
+
+@pytest.mark.parametrize("index", ["pq", "ivfpq"])
+def test_compressed_index_reranks_with_exact_vectors_memory_mapped_after_load(index, encoder, tmp_path):
+    from latentrag.stores.faiss import ExactVectors
+
+    x, rng = _clustered(3000)
+    ids = [f"d{i}" for i in range(len(x))]
+    exact = FaissStore.from_texts(ids, ids=ids, vectors=x, encoder=encoder)
+    raw = FaissStore.from_texts(ids, ids=ids, vectors=x, encoder=encoder, index=index)
+    fine = FaissStore.from_texts(ids, ids=ids, vectors=x, encoder=encoder, index=index, rerank=100)
+    q = x[:50] + 0.05 * rng.standard_normal((50, 384)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    assert _recall(fine, exact, q) >= 0.98 > _recall(raw, exact, q)
+    hit = fine.search(q[:1], 3)[0][0]  # scores are exact inner products, not PQ estimates
+    assert hit.score == pytest.approx(float(q[0] @ x[int(hit.id[1:])]), abs=1e-5)
+    assert np.array_equal(fine.vectors(["d7"])[0], x[7])  # exact, not decoded from the codes
+    assert "rerank=100" in repr(fine)
+    before = [[h.id for h in r] for r in fine.search(q, 10)]
+    fine.save(tmp_path / "s")
+    again = FaissStore.load(tmp_path / "s")
+    assert isinstance(again._vecs, ExactVectors) and isinstance(again._vecs.base, np.memmap)
+    assert again.nbytes() == raw.nbytes()  # the exact rows stay on disk: in memory, the index alone
+    assert [[h.id for h in r] for r in again.search(q, 10)] == before
+    # rows added after the load are held in memory and found; a second save streams map + new rows
+    more = x[:200] + 0.01 * rng.standard_normal((200, 384)).astype(np.float32)
+    more /= np.linalg.norm(more, axis=1, keepdims=True)
+    again.add([f"m{i}" for i in range(200)], ids=[f"m{i}" for i in range(200)], vectors=more)
+    assert again.search(more[5:6], 1)[0][0].id == "m5"
+    assert np.array_equal(again.vectors(["m5", "d9"]), np.stack([more[5], x[9]]))
+    again.delete(ids[:1000])  # enough to compact: renumbered rows, the index re-filled
+    assert again.search(more[5:6], 1)[0][0].id == "m5" and "d3" not in again
+    again.save(tmp_path / "s")
+    third = FaissStore.load(tmp_path / "s")
+    assert len(third) == len(x) - 1000 + 200 and third.search(x[1500:1501], 1)[0][0].id == "d1500"
+    assert np.array_equal(third.vectors(["m199"])[0], more[199])
+
+
+def test_rerank_is_checked_at_the_door(encoder):
+    with pytest.raises(InvalidInputError, match="rerank=50 applies to the compressed index types"):
+        FaissStore(encoder, index="hnsw", rerank=50)
+    with pytest.raises(InvalidInputError, match="got -1"):
+        FaissStore(encoder, index="ivfpq", rerank=-1)
+
+
 _SAVER = r"""
 import sys, numpy as np
 from latentrag import FaissStore

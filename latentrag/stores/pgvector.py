@@ -55,6 +55,7 @@ INDEX_TYPES = ("hnsw", "flat")
 _MAX_EF_SEARCH = 1000
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
+_MEMORY_RE = re.compile(r"^[1-9][0-9]{0,6}(kB|MB|GB|TB)$")
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
@@ -70,6 +71,9 @@ class PgVectorStore(BaseStore):
     ``ef_search`` = 200 set per session, raised to ``k`` when a search asks for more) or
     ``index="flat"`` (no index: exact sequential scans). Filtered searches use pgvector's iterative
     index scans (``hnsw.iterative_scan = strict_order``), so a selective filter still fills ``k``.
+    ``maintenance_work_mem`` (default ``"512MB"``) is the session's memory for building the index: an HNSW
+    graph that outgrows it is built far more slowly (pgvector says so in a NOTICE); a bulk load of a million
+    384-d rows wants about ``"4GB"`` (``benchmarks/million.py``), if the server has it.
 
     Example (needs a running server)::
 
@@ -97,6 +101,7 @@ class PgVectorStore(BaseStore):
         bulk_index_threshold: int = 1_000,
         connect_timeout: int = 10,
         pool_size: int = 8,
+        maintenance_work_mem: str = "512MB",
     ) -> None:
         if index not in INDEX_TYPES:
             msg = f"index must be one of {list(INDEX_TYPES)}, got {index!r}."
@@ -112,6 +117,11 @@ class PgVectorStore(BaseStore):
         self.ef_search = min(check_positive_int("ef_search", ef_search), _MAX_EF_SEARCH)
         self.bulk_index_threshold = check_positive_int("bulk_index_threshold", bulk_index_threshold)
         self.pool_size = check_positive_int("pool_size", pool_size)
+        if not isinstance(maintenance_work_mem, str) or not _MEMORY_RE.match(maintenance_work_mem):
+            msg = ("maintenance_work_mem must be a PostgreSQL memory size such as '512MB' or '4GB' (a whole number "
+                   f"and one of kB, MB, GB, TB), got {maintenance_work_mem!r}.")
+            raise InvalidInputError(msg)
+        self.maintenance_work_mem = maintenance_work_mem
         self.connect_timeout = connect_timeout
         self.table = table
         self.dsn_masked = mask_dsn(dsn)
@@ -236,7 +246,8 @@ class PgVectorStore(BaseStore):
 
     def _configure_session(self) -> None:
         with self._lock:
-            self._conn.execute("SET maintenance_work_mem = '512MB'")
+            self._conn.execute(self._sql.SQL("SET maintenance_work_mem = {}").format(
+                self._sql.Literal(self.maintenance_work_mem)))
             self._set_ef(self.ef_search)
             self._conn.execute("SET hnsw.iterative_scan = strict_order")
 
