@@ -366,5 +366,8 @@ async def test_middleware_reports_the_tools_it_offered(encoder):
     assert events and events[0]["data"]["offered"] == ["convert_currency", "get_weather"]
     assert events[0]["data"]["n_available"] == 4 and events[0]["data"]["followed_turns"] == [
         "Do I need an umbrella in Oslo right now?"]
+    why = events[0]["data"]["scores"]  # why each was offered: its score and calibrated p_needed
+    assert set(why) == {"convert_currency", "get_weather"} and all(0.0 <= w["p_needed"] <= 1.0 for w in why.values())
+    assert why["convert_currency"]["score"] > 0
     with pytest.raises(InvalidInputError, match="retriever must be a latentrag ToolRetriever"):
         ToolSelectionMiddleware(DenseRetriever(_demo_store()).store)

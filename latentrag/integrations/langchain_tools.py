@@ -93,18 +93,33 @@ class ToolSelectionMiddleware(AgentMiddleware):
 
     def select_names(self, messages: Sequence[Any]) -> list[str] | None:
         """Tool names for the conversation (``None`` when there is no user message to select on)."""
+        hits = self.select_hits(messages)
+        return None if hits is None else [h.id for h in hits]
+
+    def select_hits(self, messages: Sequence[Any]) -> list[Any] | None:
+        """The ranked tool hits offered for the conversation: the latest user turn's, then those of the
+        earlier turns followed; as many as each turn needs, at most ``max_tools`` per turn, when the
+        retriever counts adaptively (``ToolRetriever.offer``). ``None`` without a user message."""
         turns = [_text(m) for m in messages if isinstance(m, HumanMessage) and _text(m).strip()]
         if not turns:
             return None
         keep = self.retriever.keep_turns if self.keep_turns is None else self.keep_turns
-        names = [h.id for h in self.retriever.retrieve(turns[-1], self.max_tools)]
+        offer = getattr(self.retriever, "offer", lambda hits, k: list(hits[:k]))
+        chosen = offer(self.retriever.retrieve(turns[-1], self.max_tools), self.max_tools)
         if keep and len(turns) > 1:
+            seen = {h.id for h in chosen}
             for hits in reversed(self.retriever.retrieve_batch(turns[-1 - keep : -1], self.max_tools)):
-                names.extend(h.id for h in hits if h.id not in names)
-        return names
+                for h in offer(hits, self.max_tools):
+                    if h.id not in seen:
+                        seen.add(h.id)
+                        chosen.append(h)
+        return chosen
 
     def narrow(self, request: ModelRequest) -> ModelRequest:
         """The request with ``tools`` narrowed to the selection (plus ``always_include``)."""
+        return self._narrow(request)[0]
+
+    def _narrow(self, request: ModelRequest) -> tuple[ModelRequest, list[Any]]:
         tools = list(request.tools or [])
         base = {t.name: t for t in tools if not isinstance(t, dict)}
         missing = [n for n in self.always_include if n not in base]
@@ -112,21 +127,24 @@ class ToolSelectionMiddleware(AgentMiddleware):
             msg = (f"always_include names tools the agent does not have: {missing}; register them with "
                    f"create_agent(tools=...) first. Agent tools: {sorted(base)[:20]}.")
             raise InvalidInputError(msg)
-        names = self.select_names(request.messages)
-        if names is None or not base:
-            return request
-        chosen = [base[n] for n in names if n in base and n not in self.always_include]
+        hits = self.select_hits(request.messages)
+        if hits is None or not base:
+            return request, []
+        chosen = [base[h.id] for h in hits if h.id in base and h.id not in self.always_include]
         chosen += [base[n] for n in self.always_include]
         provider = [t for t in tools if isinstance(t, dict)]
-        return request.override(tools=[*chosen, *provider])
+        return request.override(tools=[*chosen, *provider]), [h for h in hits if h.id in base]
 
-    def report(self, request: ModelRequest, narrowed: ModelRequest) -> dict[str, Any]:
-        """What the event carries: the tools offered (in order), how many the agent has, the request text
-        and the earlier turns the selection followed."""
+    def report(self, request: ModelRequest, narrowed: ModelRequest, hits: Sequence[Any] = ()) -> dict[str, Any]:
+        """What the event carries: the tools offered (in order), why (each selected tool's score and, when the
+        retriever counts adaptively, ``p_needed``, its calibrated probability of being needed), how many the
+        agent has, the request text and the earlier turns the selection followed."""
         turns = [_text(m) for m in request.messages if isinstance(m, HumanMessage) and _text(m).strip()]
         keep = self.retriever.keep_turns if self.keep_turns is None else self.keep_turns
         return {
             "offered": [_tool_name(t) for t in narrowed.tools or []],
+            "scores": {h.id: {"score": round(float(h.score), 4),
+                              **({"p_needed": h.meta["p_needed"]} if "p_needed" in h.meta else {})} for h in hits},
             "n_available": len(request.tools or []),
             "query": turns[-1] if turns else None,
             "followed_turns": turns[-1 - keep : -1] if keep and len(turns) > 1 else [],
@@ -144,15 +162,15 @@ class ToolSelectionMiddleware(AgentMiddleware):
                                                                                       report["offered"]}))
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
-        narrowed = self.narrow(request)
-        report = self.report(request, narrowed)
+        narrowed, hits = self._narrow(request)
+        report = self.report(request, narrowed, hits)
         with contextlib.suppress(RuntimeError):  # outside a LangChain run there is no trace for the event
             dispatch_custom_event(EVENT, report)
         return self._respond(handler(narrowed), report)
 
     async def awrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]) -> Any:
-        narrowed = await asyncio.to_thread(self.narrow, request)
-        report = self.report(request, narrowed)
+        narrowed, hits = await asyncio.to_thread(self._narrow, request)
+        report = self.report(request, narrowed, hits)
         with contextlib.suppress(RuntimeError):
             await adispatch_custom_event(EVENT, report)
         return self._respond(await handler(narrowed), report)

@@ -150,11 +150,17 @@ class LlamaIndexToolRetriever(ObjectRetriever):
         return None
 
     def _with_turns(self, nodes: list[NodeWithScore], earlier: list[str]) -> list[NodeWithScore]:
+        """The current turn's tools (as many as it needs when the retriever counts adaptively), then those of
+        the earlier turns followed."""
+        count = getattr(self.tool_retriever, "offer_count", None)
+        if count is not None:
+            nodes = nodes[: count([n.node.metadata for n in nodes], self._inner.k)]
         if not earlier:
             return nodes
+        offer = getattr(self.tool_retriever, "offer", lambda hits, k: list(hits[:k]))
         have = {n.node.node_id for n in nodes}
         for hits in reversed(self.tool_retriever.retrieve_batch(earlier, self._inner.k)):
-            for h in hits:
+            for h in offer(hits, self._inner.k):
                 if h.id not in have:
                     have.add(h.id)
                     nodes.append(hit_to_node(h))

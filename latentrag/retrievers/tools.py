@@ -30,6 +30,8 @@ import numpy as np
 from latentrag import versioned
 from latentrag.encoders import Encoder, load_encoder
 from latentrag.errors import InvalidInputError, LatentRagError, StoreCorruptError, StoreError, check_query
+from latentrag.models.tool_count import WIDTH as COUNT_WIDTH
+from latentrag.models.tool_count import shipped_count
 from latentrag.retrievers.base import BaseRetriever
 from latentrag.retrievers.tool_fit import FitConfig
 from latentrag.retrievers.tool_index import FEATURES, BlendWeights, ToolIndex
@@ -74,6 +76,7 @@ class ToolRetriever(BaseRetriever):
         multi_intent: bool | str = True,
         refiner: bool | str = "auto",
         fit_config: FitConfig | None = None,
+        adaptive_count: bool = True,
     ) -> None:
         super().__init__(k)
         self.encoder = load_encoder(encoder)
@@ -95,6 +98,11 @@ class ToolRetriever(BaseRetriever):
         if fit_config is not None and not isinstance(fit_config, FitConfig):
             msg = f"fit_config must be a FitConfig, got {type(fit_config).__name__} ({fit_config!r:.80})."
             raise InvalidInputError(msg)
+        if not isinstance(adaptive_count, bool):
+            msg = f"adaptive_count must be True or False, got {adaptive_count!r}."
+            raise InvalidInputError(msg)
+        #: :meth:`select` offers a calibrated number of tools (at most ``k``) instead of exactly ``k``
+        self.adaptive_count = adaptive_count
         self.refit_policy: bool | str = refiner
         self.fit_config = fit_config or FitConfig()
         #: the fitted learned stage (:class:`~latentrag.models.tool_refiner.LearnedStage`) or None
@@ -123,6 +131,7 @@ class ToolRetriever(BaseRetriever):
         keep_turns: int = 0,
         multi_intent: bool | str = True,
         fit_config: FitConfig | None = None,
+        adaptive_count: bool = True,
     ) -> ToolRetriever:
         """Index ``tools`` (any mix of OpenAI/MCP schema dicts, LangChain and LlamaIndex tools) and optional
         usage ``examples`` (``(query, [tool names])`` pairs), and fit the learned stage on the examples
@@ -138,9 +147,15 @@ class ToolRetriever(BaseRetriever):
         asks for several things ("find X. Also compute Y") and makes sure every part's best tool is in the
         top ``k``, after the whole request's best (:mod:`latentrag.retrievers.tool_intents`); ``"max"`` is
         plain max fusion, ``False`` scores the request whole. A one-part request is scored as before.
+
+        ``adaptive_count=True`` (the default): :meth:`select` offers as many tools as the request needs, at
+        most ``k``: every hit carries ``metadata["p_needed"]``, a calibrated probability that the tool is
+        needed (:mod:`latentrag.models.tool_count`), and the tools at or above the threshold are offered, at
+        least one per detected part of the request. ``False`` offers exactly ``k``. :meth:`retrieve` always
+        returns the ranked top ``k``.
         """
         r = cls(encoder, k, weights=weights, keep_turns=keep_turns, multi_intent=multi_intent, refiner=refiner,
-                fit_config=fit_config)
+                fit_config=fit_config, adaptive_count=adaptive_count)
         r._add_tools(tools)
         if examples is not None:
             r._add_examples(examples)
@@ -165,7 +180,8 @@ class ToolRetriever(BaseRetriever):
         stage = "+".join(self.refiner.parts) if self.refiner is not None else "no"
         return (
             f"ToolRetriever(tools={len(self._specs)}, examples={len(self._examples)}, k={self.k}, "
-            f"learned={stage}{' (stale)' if self._stale else ''}, encoder={self.encoder.name!r})"
+            f"learned={stage}{' (stale)' if self._stale else ''}, "
+            f"count={'adaptive' if self.adaptive_count else 'fixed'}, encoder={self.encoder.name!r})"
         )
 
     @property
@@ -409,17 +425,39 @@ class ToolRetriever(BaseRetriever):
             if not self._specs:
                 msg = "the tool retriever holds no tools; call add_tools([...]) before retrieving."
                 raise StoreError(msg)
-            n_rank = max(k, min(len(self._specs), self.weights.candidates)) if flat else k
+            width = max(k, COUNT_WIDTH)  # the count model reads the first COUNT_WIDTH scores, whatever k is
+            n_rank = max(width, min(len(self._specs), self.weights.candidates)) if flat else width
             ranked = self._score_rows(rows_in, n_rank)  # requests, then their parts, in one candidate search
             start = len(queries)
             for i, ps in enumerate(parts):
                 if ps:
-                    ranked[i] = fuse([ranked[i], *ranked[start : start + len(ps)]], k)
+                    ranked[i] = fuse([ranked[i], *ranked[start : start + len(ps)]], width)
                     start += len(ps)
+            counter = shipped_count()
             out = []
-            for rows, scores in ranked[: len(queries)]:
-                out.append([self._hit(int(r), float(s)) for r, s in zip(rows[:k], scores[:k], strict=True)])
+            for (rows, scores), ps in zip(ranked[: len(queries)], parts, strict=True):
+                p_needed = counter.probabilities(scores, len(ps))
+                hits = []
+                for r, s, p in zip(rows[:k], scores[:k], p_needed[:k], strict=True):
+                    hits.append(self._hit(int(r), float(s), p_needed=round(float(p), 4), intents=len(ps)))
+                out.append(hits)
             return out
+
+    def offer(self, hits: Sequence[Hit], k: int | None = None) -> list[Hit]:
+        """The hits :meth:`select` offers out of one request's ranked ``hits``: with ``adaptive_count``, those
+        whose ``metadata["p_needed"]`` reaches the count model's threshold, at least one per detected part
+        of the request, at most ``k``; otherwise the first ``k``."""
+        metas = [h.meta for h in hits]
+        return list(hits[: self.offer_count(metas, k)])
+
+    def offer_count(self, metadatas: Sequence[dict[str, Any]], k: int | None = None) -> int:
+        """How many of one request's ranked hits to offer, from their metadata (``p_needed``, ``intents``);
+        see :meth:`offer`. Framework adapters call it on their nodes' metadata."""
+        k_ = min(self._k(k), len(metadatas))
+        if not self.adaptive_count or not metadatas or "p_needed" not in metadatas[0]:
+            return k_
+        p_needed = np.array([m.get("p_needed", 0.0) for m in metadatas])
+        return shipped_count().count(p_needed, int(metadatas[0].get("intents", 0)), k_)
 
     def score_rows(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Ranked ``(rows, scores)`` for each query vector in ``q`` (shape (b, dim)): the top ``k``
@@ -446,13 +484,14 @@ class ToolRetriever(BaseRetriever):
             out.append((rows[order], scores[order]))
         return out
 
-    def _hit(self, row: int, score: float) -> Hit:
+    def _hit(self, row: int, score: float, **extra: Any) -> Hit:
         s = self._specs[row]
-        meta = {"schema": s.openai_schema, "tool_kind": s.kind, "n_examples": int(self._index.counts[row])}
+        meta = {"schema": s.openai_schema, "tool_kind": s.kind, "n_examples": int(self._index.counts[row]), **extra}
         return Hit(s.name, s.description, score, meta)
 
     def select(self, query: str, k: int | None = None, *, history: Sequence[str] | None = None) -> list[Any]:
-        """The original tool objects for ``query`` (ready for ``bind_tools`` or an agent), best first.
+        """The original tool objects for ``query`` (ready for ``bind_tools`` or an agent), best first: as many
+        as the request needs, at most ``k`` (see :meth:`offer`; exactly ``k`` with ``adaptive_count=False``).
 
         With ``history`` (earlier user turns, oldest first) and ``keep_turns > 0``, tools selected for the
         last ``keep_turns`` turns are kept after the current ones (each turn's top ``k``), so a follow-up such
@@ -464,11 +503,11 @@ class ToolRetriever(BaseRetriever):
         """Tool names chosen by :meth:`select`."""
         k_ = self._k(k)
         turns = [] if history is None else check_str_list("history", history, storable=False)
-        names = [h.id for h in self.retrieve(query, k_)]
+        names = [h.id for h in self.offer(self.retrieve(query, k_), k_)]
         if turns and self.keep_turns:
             recent = [check_query(h) for h in turns[-self.keep_turns :]]
             for hits in reversed(self.retrieve_batch(recent, k_)):
-                names.extend(h.id for h in hits if h.id not in names)
+                names.extend(h.id for h in self.offer(hits, k_) if h.id not in names)
         return names
 
     # ------------------------------------------------------------------ pickling
@@ -522,6 +561,7 @@ class ToolRetriever(BaseRetriever):
                 "learned_stale": self._stale,
                 "refit_policy": self.refit_policy,
                 "fit_config": self.fit_config.as_dict(),
+                "adaptive_count": self.adaptive_count,
                 "count": len(self._specs),
             }
             return versioned.commit(root, version, tmp, manifest, files)
@@ -558,7 +598,7 @@ class ToolRetriever(BaseRetriever):
         cfg = FitConfig(**manifest["fit_config"]) if manifest.get("fit_config") else None
         r = cls(enc, manifest["k"], weights=BlendWeights(**manifest["weights"]), keep_turns=manifest["keep_turns"],
                 multi_intent=manifest.get("multi_intent", False), refiner=manifest.get("refit_policy", "auto"),
-                fit_config=cfg)
+                fit_config=cfg, adaptive_count=bool(manifest.get("adaptive_count", True)))
         originals = {s.name: s.tool for s in normalize_tools(tools)} if tools else {}
         with open(folder / "tools.jsonl", encoding="utf-8") as fh:
             for i, line in enumerate(fh):
