@@ -2,6 +2,7 @@
 baseline in the same run, plus DenseRetriever query latency before/after.
 
     python benchmarks/speed.py [--n 1000] [--repeats 3] [--rerank-queries 5] [--latency-queries 200] [--plot]
+    python benchmarks/speed.py --only-lm [--lm-questions 100]
 
 - Encoder: passages/s of ``sentence_transformers.SentenceTransformer`` fp32 (batch 64, the baseline) against
   ``default_encoder()`` (the path ``latentrag.device`` picks on this CPU) and every other path of the shipped
@@ -269,13 +270,18 @@ def main() -> None:
     ap.add_argument("--latency-queries", type=int, default=200)
     ap.add_argument("--lm-questions", type=int, default=100, help="0: skip the LM section")
     ap.add_argument("--lm-new-tokens", type=int, default=16)
+    ap.add_argument("--only-lm", action="store_true", help="the LM section alone (results/speed_lm.json)")
     ap.add_argument("--plot", action="store_true")
     args = ap.parse_args()
 
     from latentrag.device import cpu_features
 
-    texts = passages(args.n)
     metrics: dict[str, Any] = {"cpu": cpu_features().summary()}
+    if args.only_lm:
+        metrics["lm"] = lm_section(args.lm_questions, args.lm_new_tokens)
+        report("speed_lm", metrics)
+        return
+    texts = passages(args.n)
     metrics["encoder"], default, vectors = encoder_section(texts, args.repeats, args.slice)
     print("encoder", json.dumps(metrics["encoder"]), flush=True)
     metrics["rerank"] = rerank_section(args.rerank_queries, args.repeats)
