@@ -69,11 +69,7 @@ def copy_into(kind: str, base: FaissStore, pg_uri: str | None, milvus_uri: str |
                                    uri=milvus_uri, collection="bench_load")
     store.flush()  # seal the segments, then wait until the server's HNSW index covers every row
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        info = store._client.describe_index("bench_load", "embedding")
-        if int(info.get("indexed_rows", 0)) >= len(ids) and int(info.get("pending_index_rows", 0)) == 0:
-            break
-        time.sleep(1)
+    store.wait_for_index(timeout=300)
     # Right after the build, a 2.3.5 server misses part of the collection for about 10 s while the query node
     # takes the indexed segment over (top-10 overlap with exact search 0.87, then 0.998): wait until 50 probe
     # questions (stored vectors) agree with faiss flat again.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import resource
 import shutil
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import plot_path, report
+from _common import RESULTS, plot_path, report
 from backends import corpus
 
 from latentrag.encoders import default_encoder
@@ -118,7 +119,6 @@ print(json.dumps(out))
 def in_fresh_process(folder: Path, qvecs: np.ndarray, rerank: int, tmp: Path) -> dict[str, Any]:
     """Load a saved store in a new Python process and query it there: its memory is that process's RSS growth
     from the load on (this process's allocator would reuse memory freed by earlier stores and hide it)."""
-    import json
     import subprocess
     import sys
 
@@ -175,6 +175,9 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     ap.add_argument("--plot", action="store_true")
     ap.add_argument("--name", default="million")
+    ap.add_argument("--keep-others", action="store_true",
+                    help="keep the rows of backends not run now from the existing results file (each with the "
+                         "ratio to faiss flat of its own run, marked earlier_run)")
     args = ap.parse_args()
     started = time.perf_counter()
     enc = default_encoder()
@@ -205,6 +208,14 @@ def main() -> None:
             print(f"{kind}: {row}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.keep_others:
+        earlier = RESULTS / f"{args.name}.json"
+        if earlier.is_file():
+            old = json.loads(earlier.read_text(encoding="utf-8"))
+            if old.get("n") == len(ids):
+                for kind, row in old["results"].items():
+                    if kind not in rows:
+                        rows[kind] = {**row, "earlier_run": True}
     report(args.name, {
         "n": len(ids), "dim": int(vecs.shape[1]), "k": K, "queries": len(qvecs), "baseline": "faiss-flat",
         "results": rows, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -265,11 +276,7 @@ def milvus_row(texts: list[str], ids: list[str], vecs: np.ndarray, enc: Any, tmp
         row["ingest_per_s"] = round(len(ids) / (time.perf_counter() - t0))
         t0 = time.perf_counter()
         deadline = time.monotonic() + 7200
-        while time.monotonic() < deadline:
-            info = store._client.describe_index("million", "embedding")
-            if int(info.get("indexed_rows", 0)) >= len(ids) and int(info.get("pending_index_rows", 0)) == 0:
-                break
-            time.sleep(5)
+        store.wait_for_index(timeout=7200, poll=5)
         row["build_s"] = round(time.perf_counter() - t0, 1)
         # after the build the query node takes the indexed segments over; wait until a probe agrees with itself
         previous: list[set[str]] | None = None

@@ -396,6 +396,10 @@ def test_milvus_server_builds_hnsw_and_lite_what_it_has(milvus_server_uri, milvu
             ("HNSW", "COSINE", "16", "128")
         assert server.index_type == "HNSW" and lite.index_type == "FLAT"
         assert lite._client.describe_index("t_auto_index", "embedding")["index_type"] == "FLAT"
+        server.flush()  # sealed: the server builds HNSW over the segment; wait_for_index sees it cover every row
+        assert server.wait_for_index(timeout=120, poll=0.5) and lite.wait_for_index(timeout=0)
+        after = server._client.describe_index("t_auto_index", "embedding")
+        assert int(after["indexed_rows"]) == len(ids) and int(after.get("pending_index_rows", 0)) == 0
         q = encoder.encode(QUERIES)
         assert _ids(server.search(q, k=10)) == _ids(lite.search(q, k=10))
     finally:

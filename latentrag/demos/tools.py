@@ -100,7 +100,9 @@ def run(store: Any, out: TextIO) -> None:
           f"{examples_ms:.0f} ms) ==", file=out)
     for q in REQUESTS:
         t0 = time.perf_counter()
-        picked = [h.id for h in retriever.retrieve(q)]
+        hits = retriever.retrieve(q)
         ms = (time.perf_counter() - t0) * 1000
+        offered = ", ".join(f"{h.id} (p_needed {h.metadata['p_needed']:.2f})" for h in retriever.offer(hits))
         print(f"  {q!r}\n    descriptions only:   {plain[q]}\n"
-              f"    with usage examples: {picked}  [{ms:.1f} ms, no LLM call]", file=out)
+              f"    with usage examples: {[h.id for h in hits]}  [{ms:.1f} ms, no LLM call]\n"
+              f"    select() offers:     {offered}", file=out)

@@ -38,6 +38,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -257,6 +258,24 @@ class MilvusStore(BaseStore):
         """Seal the collection's growing segments (do this before timing searches)."""
         with self._lock, self._db("flush"):
             self._client.flush(self.collection)
+
+    def wait_for_index(self, timeout: float = 300.0, poll: float = 1.0) -> bool:
+        """Wait until the server's vector index covers every row (after a bulk load and :meth:`flush`, a server
+        builds it in the background; searches meanwhile scan the unindexed segments). True when it does,
+        False at ``timeout`` seconds. Returns at once on milvus-lite, whose FLAT index needs no build."""
+        if not self.concurrent_reads:  # milvus-lite
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock, self._db("describe index"):
+                info = self._client.describe_index(self.collection, "embedding")
+                total = self._count()
+            rows = info.get("indexed_rows") if isinstance(info, dict) else None
+            if rows is None or (int(rows) >= total and int(info.get("pending_index_rows", 0)) == 0):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
 
     def close(self) -> None:
         """Close the client (and the async clients of event loops running elsewhere); the data stays in Milvus."""
