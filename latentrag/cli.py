@@ -97,11 +97,18 @@ def _check_store_path(spec: str, *, for_index: bool) -> Path:
     return path
 
 
-def open_store(spec: str, *, create: bool = False, index: str | None = None, rebuild: bool = False) -> Any:
+def open_store(spec: str, *, create: bool = False, index: str | None = None, rebuild: bool = False,
+               rerank: int = 0) -> Any:
     """A FaissStore from a folder, or a database store from a ``postgresql://``/``milvus://`` URI or ``.db`` file."""
     from latentrag.stores.uri import is_uri
 
     if is_uri(spec):
+        if rerank:
+            from latentrag.errors import InvalidInputError
+
+            msg = (f"--rerank {rerank} applies to a store folder with --index pq or ivfpq; {spec!r} is a database "
+                   "store, whose index scores with the exact vectors already. Drop --rerank.")
+            raise InvalidInputError(msg)
         from latentrag.stores.uri import open_store as open_uri
 
         return open_uri(spec, create=create, index=index, rebuild=rebuild)
@@ -109,11 +116,11 @@ def open_store(spec: str, *, create: bool = False, index: str | None = None, reb
 
     path = _check_store_path(spec, for_index=create)
     if rebuild:
-        return FaissStore(index=index or "flat")
+        return FaissStore(index=index or "flat", rerank=rerank)
     if (path / "CURRENT").is_file():
         return FaissStore.load(path, encoder=_recorded_encoder(path) if create else None)
     if create:
-        return FaissStore(index=index or "flat")
+        return FaissStore(index=index or "flat", rerank=rerank)
     from latentrag.errors import StoreError
 
     what = "an empty folder" if path.is_dir() else "no such folder"
@@ -193,7 +200,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     is_folder = not is_uri(args.store)
     exclude = [_check_store_path(args.store, for_index=True)] if is_folder else []
     files = list(iter_files(args.paths, exclude=exclude))  # bad paths fail before a store is opened
-    store = open_store(args.store, create=True, index=args.index, rebuild=args.rebuild)
+    store = open_store(args.store, create=True, index=args.index, rebuild=args.rebuild, rerank=args.rerank)
     try:
         plan = plan_index(store, args.paths, splitter=splitter, prune=args.prune, files=files)
         if not plan.writes and store_is_empty(store):
@@ -319,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-overlap", type=int, default=30, help="tokens shared by neighbouring chunks of a section")
     p.add_argument("--index", default=None, choices=["flat", "hnsw", "pq", "ivfpq"],
                    help="index type of a new store (default: flat for a folder, HNSW for PostgreSQL and Milvus)")
+    p.add_argument("--rerank", type=int, default=0, metavar="N",
+                   help="with --index pq or ivfpq: re-score the index's top N with the exact vectors, kept on disk "
+                        "beside it (400 keeps recall@10 near 0.97 at a million passages)")
     p.add_argument("--prune", action="store_true",
                    help="delete the chunks of files under PATHS that no longer exist")
     p.add_argument("--rebuild", action="store_true", help="start a new store instead of updating the existing one")

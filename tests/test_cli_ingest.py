@@ -71,6 +71,15 @@ def test_cli_index_then_query(tmp_path, capsys):
     assert "(2 total)" in capsys.readouterr().out
     assert cli(["query", "x", "--store", str(tmp_path / "nope")]) == 2
     assert "no store at" in capsys.readouterr().err
+    # a compressed index that re-scores with the exact vectors; --rerank needs a compressed index
+    assert cli(["index", str(docs), "--store", str(tmp_path / "pq"), "--index", "ivfpq", "--rerank", "50"]) == 0
+    from latentrag import FaissStore
+
+    saved = FaissStore.load(tmp_path / "pq")
+    assert saved.index_type == "ivfpq" and saved.rerank == 50
+    capsys.readouterr()
+    assert cli(["index", str(docs), "--store", str(tmp_path / "bad"), "--rerank", "50"]) == 2
+    assert "rerank=50 applies to the compressed index types" in capsys.readouterr().err
 
 
 def _summary(out: str) -> dict[str, int]:
