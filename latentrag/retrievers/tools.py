@@ -523,6 +523,7 @@ class ToolRetriever(BaseRetriever):
 
     def __setstate__(self, state: Any) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("adaptive_count", True)  # pickles of versions before the count model
         self._lock = threading.RLock()
         self._worker = None
 
