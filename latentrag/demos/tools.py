@@ -102,7 +102,7 @@ def run(store: Any, out: TextIO) -> None:
         t0 = time.perf_counter()
         hits = retriever.retrieve(q)
         ms = (time.perf_counter() - t0) * 1000
-        offered = ", ".join(f"{h.id} (p_needed {h.metadata['p_needed']:.2f})" for h in retriever.offer(hits))
+        offered = ", ".join(f"{h.id} (p_needed {h.meta['p_needed']:.2f})" for h in retriever.offer(hits))
         print(f"  {q!r}\n    descriptions only:   {plain[q]}\n"
               f"    with usage examples: {[h.id for h in hits]}  [{ms:.1f} ms, no LLM call]\n"
               f"    select() offers:     {offered}", file=out)
