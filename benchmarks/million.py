@@ -73,6 +73,10 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def recall_at_k(got: list[set[str]], truth: list[set[str]]) -> float:
+    return round(float(np.mean([len(a & b) / K for a, b in zip(got, truth, strict=True)])), 4)
+
+
 def latency_and_recall(store: Any, qvecs: np.ndarray, truth: list[set[str]] | None) -> dict[str, Any]:
     store.search(qvecs[:1], K)
     ms, got = [], []
@@ -84,7 +88,7 @@ def latency_and_recall(store: Any, qvecs: np.ndarray, truth: list[set[str]] | No
     out: dict[str, Any] = {"p50_ms": round(float(np.percentile(ms, 50)), 3),
                            "p95_ms": round(float(np.percentile(ms, 95)), 3)}
     if truth is not None:
-        out["recall@10"] = round(float(np.mean([len(a & b) / K for a, b in zip(got, truth, strict=True)])), 4)
+        out["recall@10"] = recall_at_k(got, truth)
     out["answers"] = got
     return out
 
@@ -161,7 +165,7 @@ def faiss_row(kind: str, texts: list[str], ids: list[str], vecs: np.ndarray, enc
         got = [set(a) for a in m.pop("answers")]
         m["answers"] = got
         if truth is not None:
-            m["recall@10"] = round(float(np.mean([len(a & b) / K for a, b in zip(got, truth, strict=True)])), 4)
+            m["recall@10"] = recall_at_k(got, truth)
     main_run = runs[str(options.get("rerank", 0))]
     row.update(main_run)
     if "rerank" in options:  # the same index without re-scoring

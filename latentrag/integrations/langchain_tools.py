@@ -71,8 +71,8 @@ class ToolSelectionMiddleware(AgentMiddleware):
     def __init__(self, retriever: Any, max_tools: int = 5, always_include: Sequence[str] = (),
                  keep_turns: int | None = None) -> None:
         super().__init__()
-        if not all(callable(getattr(retriever, m, None)) for m in ("retrieve", "retrieve_batch")):
-            msg = (f"retriever must be a latentrag ToolRetriever (retrieve and retrieve_batch), got "
+        if not all(callable(getattr(retriever, m, None)) for m in ("retrieve", "retrieve_batch", "select_hits")):
+            msg = (f"retriever must be a latentrag ToolRetriever (retrieve, retrieve_batch and select_hits), got "
                    f"{type(retriever).__name__} ({short(retriever)}); build one with ToolRetriever.from_tools(tools).")
             raise InvalidInputError(msg)
         self.retriever = retriever
@@ -103,17 +103,8 @@ class ToolSelectionMiddleware(AgentMiddleware):
         turns = [_text(m) for m in messages if isinstance(m, HumanMessage) and _text(m).strip()]
         if not turns:
             return None
-        keep = self.retriever.keep_turns if self.keep_turns is None else self.keep_turns
-        offer = getattr(self.retriever, "offer", lambda hits, k: list(hits[:k]))
-        chosen = offer(self.retriever.retrieve(turns[-1], self.max_tools), self.max_tools)
-        if keep and len(turns) > 1:
-            seen = {h.id for h in chosen}
-            for hits in reversed(self.retriever.retrieve_batch(turns[-1 - keep : -1], self.max_tools)):
-                for h in offer(hits, self.max_tools):
-                    if h.id not in seen:
-                        seen.add(h.id)
-                        chosen.append(h)
-        return chosen
+        return list(self.retriever.select_hits(turns[-1], self.max_tools, history=turns[:-1],
+                                               keep_turns=self.keep_turns))
 
     def narrow(self, request: ModelRequest) -> ModelRequest:
         """The request with ``tools`` narrowed to the selection (plus ``always_include``)."""

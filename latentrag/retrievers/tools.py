@@ -501,14 +501,26 @@ class ToolRetriever(BaseRetriever):
 
     def select_names(self, query: str, k: int | None = None, *, history: Sequence[str] | None = None) -> list[str]:
         """Tool names chosen by :meth:`select`."""
+        return [h.id for h in self.select_hits(query, k, history=history)]
+
+    def select_hits(self, query: str, k: int | None = None, *, history: Sequence[str] | None = None,
+                    keep_turns: int | None = None) -> list[Hit]:
+        """The hits behind :meth:`select`: those :meth:`offer` keeps for ``query``, then, for each of the last
+        ``keep_turns`` turns of ``history`` (``None``: the retriever's ``keep_turns``), newest first, the ones it
+        keeps for that turn that are not chosen yet."""
         k_ = self._k(k)
+        keep = self.keep_turns if keep_turns is None else keep_turns
         turns = [] if history is None else check_str_list("history", history, storable=False)
-        names = [h.id for h in self.offer(self.retrieve(query, k_), k_)]
-        if turns and self.keep_turns:
-            recent = [check_query(h) for h in turns[-self.keep_turns :]]
+        chosen = self.offer(self.retrieve(query, k_), k_)
+        if turns and keep:
+            seen = {h.id for h in chosen}
+            recent = [check_query(h) for h in turns[-keep:]]
             for hits in reversed(self.retrieve_batch(recent, k_)):
-                names.extend(h.id for h in self.offer(hits, k_) if h.id not in names)
-        return names
+                for h in self.offer(hits, k_):
+                    if h.id not in seen:
+                        seen.add(h.id)
+                        chosen.append(h)
+        return chosen
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:

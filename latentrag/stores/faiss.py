@@ -442,7 +442,7 @@ class FaissStore(BaseStore):
         store._alive = np.ones(len(docs), dtype=bool)
         store._vecs = None
         if (folder / "vectors.npy").is_file() and store.index_type != "hnsw":  # (older hnsw saves kept a copy)
-            if store.rerank and store.index_type in _PQ_TYPES:  # read from disk as queries touch rows
+            if store.rerank:  # (PQ types only, checked by the constructor) read from disk as queries touch rows
                 store._vecs = ExactVectors(np.load(folder / "vectors.npy", mmap_mode="r"))
             else:
                 store._vecs = np.load(folder / "vectors.npy")
