@@ -4,7 +4,7 @@ candidate function of every query, ~1.2k schemas; parallel_multiple queries need
 baselines (descriptions only, the mean-blend recipe, a logistic-regression head), the first stage, the
 learned stage and its parts, and multi-intent fusion.
 
-    python benchmarks/tools.py [--select] [--plot] [--seed 0] [--sets toolbench bfcl ...]
+    python benchmarks/tools.py [--select] [--plot] [--seed 0] [--sets toolbench bfcl ...] [--costs run|skip|only]
 
 Protocol: each set's queries are split (seeded) into usage examples (50%), dev (25%) and test (25%).
 Multi-tool requests: the set's own (``multi_R@5``: ToolBench, BFCL) and, on every set, pairs of two
@@ -241,20 +241,26 @@ class LogisticHeadBaseline:
 
 # ---------------------------------------------------------------------------------------------- selection
 def grid() -> dict[str, FitConfig]:
-    """The learned-stage configurations tried on dev (``none`` is the first stage alone)."""
+    """The learned-stage configurations tried on dev (``none`` is the first stage alone; ``al2`` the query
+    adapter's penalty, in examples)."""
     base = FitConfig()
-    out = {"none": replace(base, refiner=False, mlc=False)}
+    out = {"none": with_parts(base, "none"), "refiner,ep=200": replace(with_parts(base, "refiner"), epochs=200),
+           "mlc,l2=0.001,ep=200": replace(with_parts(base, "mlc"), epochs=200)}
     for epochs in (60, 200):
-        out[f"refiner,ep={epochs}"] = replace(with_parts(base, "refiner"), epochs=epochs)
-        for parts in ("mlc", "both"):
-            for l2 in (3e-4, 1e-3, 3e-3):
-                out[f"{parts},l2={l2},ep={epochs}"] = replace(with_parts(base, parts), l2=l2, epochs=epochs)
+        for l2 in (3e-4, 1e-3, 3e-3):
+            out[f"both,l2={l2},ep={epochs}"] = replace(with_parts(base, "both"), l2=l2, epochs=epochs)
+    for al2 in (300.0, 3000.0):
+        out[f"adapter,al2={al2:g}"] = replace(with_parts(base, "adapter"), adapter_l2=al2)
+    for epochs in (60, 200):
+        for al2 in (100.0, 300.0, 1000.0):
+            out[f"adapter+both,l2=0.001,ep={epochs},al2={al2:g}"] = replace(
+                with_parts(base, "adapter+refiner+mlc"), l2=1e-3, epochs=epochs, adapter_l2=al2)
     return out
 
 
 def fit_as(r: ToolRetriever, cfg: FitConfig) -> ToolRetriever:
     """``r`` with its learned stage refitted to ``cfg`` (none when ``cfg`` switches both parts off)."""
-    if cfg.refiner or cfg.mlc:
+    if cfg.refiner or cfg.mlc or cfg.adapter:
         r.fit(cfg)
     else:
         r.refiner = None
@@ -363,7 +369,13 @@ def main() -> None:
     ap.add_argument("--plot", action="store_true")
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--name", default="tools", help="results/NAME.json")
+    ap.add_argument("--costs", choices=["run", "skip", "only"], default="run",
+                    help="the cost section (selection ms at 100-10,000 tools, fit times): run it after the sets "
+                         "(default), skip it, or only run it and merge it into an existing results/NAME.json")
     args = ap.parse_args()
+    if args.costs == "only":
+        costs_only(args.name)
+        return
     shipped = FitConfig()
     res: dict[str, Any] = {"baseline": "description-only ToolRetriever.from_tools(tools)",
                            "default_fit_config": shipped.as_dict(), "sets": {}}
@@ -407,12 +419,15 @@ def main() -> None:
                                  "train_s": round(heads[wd].train_s, 2)}
         # the first stage and the learned parts (ablations), each with the shipped fusion rule
         mode = default.multi_intent
-        for name, parts in (("first_stage", None), ("first_stage+refiner", "refiner"), ("first_stage+mlc", "mlc"),
-                            ("first_stage+refiner+mlc", "both")):
-            cfg = replace(shipped, refiner=False, mlc=False) if parts is None else with_parts(shipped, parts)
-            arms[name] = evaluate(with_intent(fit_as(work, cfg), mode), evs["test"], timed=True)
-        arms["first_stage_no_split"] = evaluate(with_intent(fit_as(work, replace(shipped, refiner=False, mlc=False)),
-                                                            False), evs["test"])
+        for name, parts in (("first_stage", "none"), ("first_stage+adapter", "adapter"),
+                            ("first_stage+refiner", "refiner"), ("first_stage+mlc", "mlc"),
+                            ("first_stage+refiner+mlc", "both"), ("first_stage+adapter+refiner", "adapter+refiner"),
+                            ("first_stage+adapter+mlc", "adapter+mlc"),
+                            ("first_stage+adapter+refiner+mlc", "adapter+refiner+mlc")):
+            arms[name] = evaluate(with_intent(fit_as(work, with_parts(shipped, parts)), mode), evs["test"],
+                                  timed=True)
+        arms["first_stage_no_split"] = evaluate(with_intent(fit_as(work, with_parts(shipped, "none")), False),
+                                                evs["test"])
         arms["previous_default (first stage + max fusion)"] = evaluate(with_intent(work, "max"), evs["test"])
         arms["default"] = evaluate(default, evs["test"], timed=True)
         for m in (False, "max"):
@@ -459,14 +474,37 @@ def main() -> None:
             loso[s] = {"chosen_on_other_sets_dev": choice,
                        **evaluate(with_intent(fit_as(work, configs[cfg_name]), mode_), test_ev)}
         sel["leave_one_set_out_test"] = loso
+        cfg_name, _, m = best.partition("|intent=")
+        mode_b: bool | str = {"False": False}.get(m, m)
+        sel["chosen_on_all_dev_test"] = {s: evaluate(with_intent(fit_as(later[s][0], configs[cfg_name]), mode_b),
+                                                     later[s][1]) for s in sets}
         res["selection"] = sel
-    if "desc" in keep:
+    if "desc" in keep and args.costs == "run":
         log("costs")
         res["selection_ms_beyond_encoding"] = selection_scaling(keep["encoder"], keep["desc"], keep["queries"])
         res["fit_s_200_tools_3000_examples"] = fit_time(keep["desc"])
     report(args.name, res)
     if args.plot:
         plot(res, args.name)
+
+
+def costs_only(name: str) -> None:
+    """The cost section alone, on ToolBench's description vectors and first 200 test requests, merged into
+    the existing ``results/NAME.json`` (its set figures are kept as they are)."""
+    from _common import RESULTS
+
+    path = RESULTS / f"{name}.json"
+    res = json.loads(path.read_text(encoding="utf-8"))
+    res.pop("benchmark", None)
+    res.pop("machine", None)
+    tools, queries = toolbench()
+    _, _, test = split(queries, 0)
+    r = ToolRetriever.from_tools(tools, k=5)
+    log("costs")
+    res["selection_ms_beyond_encoding"] = selection_scaling(r.encoder, r._index.desc.copy(), [q for q, _ in test[:200]])
+    res["fit_s_200_tools_3000_examples"] = fit_time(r._index.desc.copy())
+    res["default_fit_config"] = FitConfig().as_dict()
+    report(name, res)
 
 
 def _name_of(cfg: FitConfig) -> str:

@@ -131,7 +131,7 @@ def test_usage_examples_fix_what_descriptions_miss(encoder, tools_retriever):
 
 
 def test_refiner_is_trained_and_changes_scores(tools_retriever, encoder):
-    assert tools_retriever.refiner is not None and tools_retriever.refiner.parts == ["refiner", "mlc"]
+    assert tools_retriever.refiner is not None and tools_retriever.refiner.parts == ["adapter", "refiner", "mlc"]
     # "auto" fits the learned stage from 20 examples on; 19 are too few
     assert ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder, refiner="auto").refiner is None
     assert ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder).refiner is None  # default is auto
@@ -403,8 +403,8 @@ def test_fit_options_and_validation(encoder):
     with pytest.raises(InvalidInputError, match="config must be a FitConfig"):
         r.fit({"mlc": False})  # type: ignore[arg-type]
     r.fit(mlc=False, epochs=5)
-    assert r.refiner is not None and r.refiner.parts == ["refiner"] and r.fit_config.epochs == 5
-    r.fit(FitConfig(refiner=False))
+    assert r.refiner is not None and r.refiner.parts == ["adapter", "refiner"] and r.fit_config.epochs == 5
+    r.fit(FitConfig(refiner=False, adapter=False))
     assert r.refiner is not None and r.refiner.parts == ["mlc"]
     r.fit(validate=True)  # kept only if it beats the first stage on a held-out fifth: either way, consistent
     assert r.refiner is None or r.refiner.info["holdout_mrr"]["learned"] > r.refiner.info["holdout_mrr"]["first_stage"]
@@ -465,7 +465,14 @@ def test_learned_stage_save_load_roundtrip_and_stale_flag(tools_retriever, encod
         assert [h.id for h in a] == [h.id for h in b]
         np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-5, atol=1e-6)
     manifest = json.loads(next((tmp_path / "t").glob("v-*/manifest.json")).read_text())
-    assert manifest["learned"]["parts"] == ["refiner", "mlc"] and "learned.safetensors" in manifest["checksums"]
+    assert manifest["learned"]["parts"] == ["adapter", "refiner", "mlc"] and manifest["learned"]["rank"] == 16
+    assert "learned.safetensors" in manifest["checksums"]
+    # the adapter comes back bit for bit: identical adapted vectors and scores
+    a, b = again.refiner.adapter, tools_retriever.refiner.adapter
+    assert a.delta_norm() > 0 and np.array_equal(a.u, b.u) and np.array_equal(a.v, b.v)
+    q = encoder.encode(qs)
+    for (ra, sa), (rb, sb) in zip(again.score_rows(q, 5), tools_retriever.score_rows(q, 5), strict=True):
+        assert np.array_equal(ra, rb) and np.array_equal(sa, sb)
     # a retriever saved while its refit was due loads stale and refits lazily, on its first query
     r = ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder, refiner=True)
     monkeypatch.setattr(r, "_schedule_refit", lambda: None)
@@ -545,3 +552,88 @@ def test_count_model_rule_and_version_check():
     assert p[5] == 0.0 and p[0] > p[1] > p[4]  # the model reads five positions; a clear winner stands out
     with pytest.raises(ModelLoadError, match="refit them with"):
         ToolCount.from_dict({"features": ["gap"], "width": 5, "weight": [1.0], "bias": 0.0, "threshold": 0.5})
+
+
+def test_query_adapter_is_the_identity_before_training_and_checks_its_input(encoder):
+    from latentrag.models.tool_adapter import QueryAdapter
+    from latentrag.retrievers.tool_fit import FitConfig, with_parts
+
+    q = encoder.encode(["Is it sunny in Rome?", "Mail the invoice to accounting"])
+    a = QueryAdapter.identity(int(encoder.dim), rank=16)
+    assert a.rank == 16 and a.delta_norm() == 0.0 and not a.u.any() and a.v.any()
+    np.testing.assert_allclose(a.apply(q), q, atol=1e-6)  # U = 0: the request vector unchanged
+    np.testing.assert_allclose(a.apply(q[0]), q[0], atol=1e-6)
+    with pytest.raises(InvalidInputError, match=r"query embedding has shape \(2, 10\).*dim 384"):
+        a.apply(q[:, :10])
+    with pytest.raises(InvalidInputError, match="rank must be an integer from 1 to dim \\(384\\), got 0"):
+        QueryAdapter.identity(int(encoder.dim), rank=0)
+    with pytest.raises(InvalidInputError, match="U and V of one shape"):
+        QueryAdapter(np.zeros((384, 4)), np.zeros((384, 5)))
+    with pytest.raises(InvalidInputError, match="NaN or infinite"):
+        QueryAdapter(np.full((384, 4), np.nan), np.zeros((384, 4)))
+    with pytest.raises(InvalidInputError, match="FitConfig.rank must be a positive integer, got -3"):
+        FitConfig(rank=-3)
+    with pytest.raises(InvalidInputError, match="FitConfig.adapter_l2 must be a finite number >= 0, got nan"):
+        FitConfig(adapter_l2=float("nan"))
+    with pytest.raises(InvalidInputError, match=r"unknown learned-stage part\(s\) \['adapterr'\]"):
+        with_parts(FitConfig(), "adapterr+mlc")
+    r = ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder, refiner=False)
+    with pytest.raises(InvalidInputError, match="FitConfig.rank is 400, more than the embedding dimension 384"):
+        r.fit(with_parts(FitConfig(rank=400), "adapter"))
+
+
+def test_query_adapter_pulls_example_requests_toward_their_tools(encoder):
+    from latentrag.retrievers.tool_fit import FitConfig, adapter_targets, fit_adapter, with_parts
+
+    r = ToolRetriever.from_tools(TOOLS, examples=EXAMPLES, encoder=encoder, refiner=False, multi_intent=False)
+    idx = r._index
+    targets = adapter_targets(idx, r.weights)
+
+    def margin(x):  # own tool's target cosine minus the best other tool's, averaged over the examples
+        s = x @ targets.T
+        own = np.array([s[i, g].max() for i, g in enumerate(idx.example_tools)])
+        for i, g in enumerate(idx.example_tools):
+            s[i, g] = -np.inf
+        return float(np.mean(own - s.max(axis=1)))
+
+    loose = fit_adapter(idx, r.weights, FitConfig(adapter_l2=1.0, adapter_epochs=200))
+    assert loose.delta_norm() > 0.5
+    assert margin(loose.apply(idx.examples)) > margin(idx.examples) + 0.05
+    # the penalty is per example: with 19 examples the default keeps the adapter near the identity
+    tight = fit_adapter(idx, r.weights, FitConfig())
+    assert tight.delta_norm() < loose.delta_norm() / 2
+    # in the retriever: the adapter alone is a learned stage, shown in repr, refitted with new examples
+    r.fit(with_parts(FitConfig(), "adapter"))
+    assert r.refiner.parts == ["adapter"] and "learned=adapter (adapter rank 16)" in repr(r)
+    assert "rank=16" in repr(r.refiner)
+    r.refit_policy = True
+    r.add_examples([("Is it cloudy in Bergen?", ["get_weather"])])
+    assert r.wait_for_fit(60) and r.refiner.parts == ["adapter"]
+    assert r.refiner.info["n_examples"] == len(EXAMPLES) + 1
+
+
+def test_query_adapter_ranks_held_out_requests_better(encoder, data_dir):
+    import random
+
+    from latentrag.retrievers.tool_fit import FitConfig, with_parts
+
+    tools, queries = _apibench_tf(data_dir)
+    random.Random(0).shuffle(queries)
+    train, held_out = queries[:280], queries[280:430]
+    r = ToolRetriever.from_tools(tools, examples=train, encoder=encoder, k=5, refiner=False, multi_intent=False)
+
+    def ranks():  # 1-based rank of the gold tool in the top 5, 6 when absent
+        hits = r.retrieve_batch([q for q, _ in held_out], 5)
+        return np.array([next((i + 1 for i, h in enumerate(hs) if h.id == g[0]), 6)
+                         for (_, g), hs in zip(held_out, hits, strict=True)])
+
+    first = ranks()
+    r.fit(with_parts(FitConfig(), "adapter"))  # the adapter alone, on top of the fixed first stage
+    adapted = ranks()
+
+    def mrr(x):
+        return np.mean(np.where(x <= 5, 1.0 / x, 0.0))
+
+    # measured: R@1 0.633 -> 0.667, MRR@5 0.727 -> 0.754, R@5 0.893 -> 0.907 (150 held-out requests)
+    assert np.mean(adapted == 1) >= np.mean(first == 1) + 0.02 and mrr(adapted) >= mrr(first) + 0.015
+    assert np.mean(adapted <= 5) >= np.mean(first <= 5) - 0.02

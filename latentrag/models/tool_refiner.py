@@ -1,7 +1,9 @@
-"""The learned stage of tool retrieval: a :class:`ToolRefiner` over the first stage's similarity features
-and an :class:`~latentrag.models.tool_mlc.MLCHead` over the request embedding, fused into one score
+"""The learned stage of tool retrieval: a :class:`~latentrag.models.tool_adapter.QueryAdapter` on the
+request embedding, a :class:`ToolRefiner` over the first stage's similarity features and an
+:class:`~latentrag.models.tool_mlc.MLCHead` over the request embedding, fused into one score
 (:class:`LearnedStage`), fitted on the catalogue's own usage examples by
-:mod:`latentrag.retrievers.tool_fit`.
+:mod:`latentrag.retrievers.tool_fit`. With an adapter, ``q`` below is the adapted request vector (the
+candidates and the features are computed from it too).
 
 For a request ``q`` and a candidate tool ``j`` (one of the first stage's candidates) the fused score is
 
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from latentrag.models.tool_adapter import QueryAdapter
 from latentrag.models.tool_mlc import MLCHead
 
 N_FEATURES = 4
@@ -80,17 +83,29 @@ class LearnedStage:
     """The fitted learned stage: a :class:`ToolRefiner` and/or an :class:`MLCHead` (either may be
     ``None``; without a refiner the features are blended with the fixed first-stage weights), the learned
     temperature ``tau``, and ``names``, the tool names the head's rows belong to (kept aligned with the
-    retriever's tools by :meth:`aligned`). ``info`` records how it was fitted."""
+    retriever's tools by :meth:`aligned`). ``info`` records how it was fitted. ``adapter`` (or ``None``)
+    maps request vectors before anything is scored (:meth:`query`); it does not depend on the tools."""
 
     refiner: ToolRefiner | None
     mlc: MLCHead | None
     tau: float
     names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    adapter: QueryAdapter | None = None
 
     @property
     def parts(self) -> list[str]:
-        return [p for p, m in (("refiner", self.refiner), ("mlc", self.mlc)) if m is not None]
+        return [p for p, m in (("adapter", self.adapter), ("refiner", self.refiner), ("mlc", self.mlc))
+                if m is not None]
+
+    def query(self, q: np.ndarray) -> np.ndarray:
+        """The request vectors ``(b, dim)`` the stage scores with: adapted, or ``q`` itself without an adapter."""
+        return q if self.adapter is None else self.adapter.apply(q)
+
+    def __repr__(self) -> str:
+        parts = "+".join(self.parts) or "none"
+        rank = f", rank={self.adapter.rank}" if self.adapter is not None else ""
+        return f"LearnedStage(parts={parts}{rank}, tools={len(self.names)}, tau={self.tau:.4f})"
 
     def score(self, q: np.ndarray, rows: np.ndarray, feats: np.ndarray, counts: np.ndarray,
               blend: np.ndarray) -> np.ndarray:
@@ -111,11 +126,12 @@ class LearnedStage:
             old = {n: i for i, n in enumerate(self.names)}
             src = np.array([old.get(n, -1) for n in names], dtype=np.int64)
             mlc = self.mlc.take(src)
-        return LearnedStage(self.refiner, mlc, self.tau, list(names), dict(self.info))
+        return LearnedStage(self.refiner, mlc, self.tau, list(names), dict(self.info), self.adapter)
 
     def config(self) -> dict[str, Any]:
         return {"architecture": ARCHITECTURE, "parts": self.parts, "tau": self.tau,
-                "hidden": self.refiner.hidden if self.refiner is not None else None, "info": self.info}
+                "hidden": self.refiner.hidden if self.refiner is not None else None,
+                "rank": self.adapter.rank if self.adapter is not None else None, "info": self.info}
 
     def save(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Write the weights as safetensors; returns the config to store beside them."""
@@ -126,6 +142,8 @@ class LearnedStage:
             tensors.update(self.refiner.tensors())
         if self.mlc is not None:
             tensors.update({"mlc.weight": self.mlc.weight, "mlc.bias": self.mlc.bias})
+        if self.adapter is not None:
+            tensors.update(self.adapter.tensors())
         if not tensors:
             tensors["tau"] = np.array([self.tau], np.float32)
         save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(path))
@@ -139,7 +157,8 @@ class LearnedStage:
         parts = set(config["parts"])
         refiner = ToolRefiner.from_tensors(t) if "refiner" in parts else None
         mlc = MLCHead(t["mlc.weight"], t["mlc.bias"]) if "mlc" in parts else None
+        adapter = QueryAdapter.from_tensors(t) if "adapter" in parts else None
         if mlc is not None and len(mlc.bias) != len(names):
             msg = f"the learned stage has {len(mlc.bias)} tool rows, the index {len(names)} tools"
             raise ValueError(msg)
-        return cls(refiner, mlc, float(config["tau"]), list(names), dict(config.get("info") or {}))
+        return cls(refiner, mlc, float(config["tau"]), list(names), dict(config.get("info") or {}), adapter)

@@ -1,8 +1,11 @@
 """``ToolRetriever``: pick the few right tools for a request, in milliseconds, with no LLM call.
 
-Two stages. The first scores each tool from its description embedding and, when usage examples are
-given, from its Tool2Vec vector (running mean of the example embeddings) and a nearest-example vote (see
-:mod:`latentrag.retrievers.tool_index`), and keeps the best candidates. The second, learned from the
+Two stages (three with the query adapter). A learned low-rank adapter
+(:class:`~latentrag.models.tool_adapter.QueryAdapter`, fitted on the usage examples) can first move the
+request vector toward the tools such requests need. The first stage scores each tool from its
+description embedding and, when usage examples are given, from its Tool2Vec vector (running mean of
+the example embeddings) and a nearest-example vote (see :mod:`latentrag.retrievers.tool_index`), and
+keeps the best candidates. The second, learned from the
 catalogue's own examples when there are enough of them
 (:class:`~latentrag.models.tool_refiner.LearnedStage`, fitted by :mod:`latentrag.retrievers.tool_fit`),
 re-scores those candidates: learned feature weights and a small MLP over the first stage's features,
@@ -178,6 +181,8 @@ class ToolRetriever(BaseRetriever):
 
     def __repr__(self) -> str:
         stage = "+".join(self.refiner.parts) if self.refiner is not None else "no"
+        if self.refiner is not None and self.refiner.adapter is not None:
+            stage += f" (adapter rank {self.refiner.adapter.rank})"
         return (
             f"ToolRetriever(tools={len(self._specs)}, examples={len(self._examples)}, k={self.k}, "
             f"learned={stage}{' (stale)' if self._stale else ''}, "
@@ -472,9 +477,11 @@ class ToolRetriever(BaseRetriever):
         n = len(self._index)
         k = min(k, n)
         n_cand = min(n, max(w.candidates, k))
+        stage, counts = self.refiner, self._index.counts
+        if stage is not None:
+            q = stage.query(q)  # the query adapter, when the stage has one: candidates and features use q'
         cands = self._index.candidates(q, w, n_cand)
         wvec = np.array([w.desc, w.mean, w.max, w.top], dtype=np.float32)
-        stage, counts = self.refiner, self._index.counts
         out = []
         for qi in range(len(q)):
             rows = cands[qi]
