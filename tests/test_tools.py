@@ -637,3 +637,16 @@ def test_query_adapter_ranks_held_out_requests_better(encoder, data_dir):
     # measured: R@1 0.633 -> 0.667, MRR@5 0.727 -> 0.754, R@5 0.893 -> 0.907 (150 held-out requests)
     assert np.mean(adapted == 1) >= np.mean(first == 1) + 0.02 and mrr(adapted) >= mrr(first) + 0.015
     assert np.mean(adapted <= 5) >= np.mean(first <= 5) - 0.02
+
+
+def test_training_candidates_keep_every_gold_tool():
+    from latentrag.retrievers.tool_fit import _candidate_rows
+    from latentrag.retrievers.tool_index import BlendWeights
+
+    idx = ToolIndex(2)
+    idx.add_tools(np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [-1.0, 0.0]], np.float32))
+    idx.add_examples(np.array([[1.0, 0.0], [0.0, 1.0]], np.float32), [[3, 1], [3, 0, 1]])
+    for n_cand in (2, 3):  # a missing gold tool takes a non-gold slot, never another gold tool's
+        rows = _candidate_rows(idx, idx.examples, [0, 1], BlendWeights(), n_cand)
+        assert {3, 1} <= set(rows[0].tolist())
+        assert len(set(rows[1].tolist()) & {3, 0, 1}) == min(3, n_cand)

@@ -108,9 +108,10 @@ def _candidate_rows(index: Any, x: np.ndarray, ids: list[int], weights: Any, n_c
         for j, rows in enumerate(index.candidates(x[start : start + 1024], weights, n_cand)):
             gold = index.example_tools[ids[start + j]]
             missing = [g for g in gold if g not in set(rows.tolist())]
-            if missing:
+            if missing:  # into the last slots that hold no gold tool (never over another gold tool)
                 rows = rows.copy()
-                rows[len(rows) - len(missing) :] = missing
+                free = np.flatnonzero(~np.isin(rows, gold))[::-1][: len(missing)]
+                rows[free] = missing[: len(free)]
             out.append(rows)
     return out
 
@@ -170,6 +171,8 @@ def _pairs(index: Any, weights: Any, rows: list[np.ndarray] | None) -> _Pairs:
     for i, gold in enumerate(index.example_tools):
         e = index.examples[i]
         for g in gold:
+            if rows is not None and not (rows[i] == g).any():
+                continue  # more gold tools than candidate slots: the rest are left out
             n = int(index.counts[g]) - 1
             mean = index.desc[g] if n <= 0 else _unit((index.sums[g] - e) / n)
             ex_l.append(i)
