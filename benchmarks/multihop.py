@@ -6,10 +6,14 @@ weights, defaults) vs an Iter-RetGen-style LLM query-rewrite loop with the local
 
 Corpus: the union of every dev pool and gold passage (deduplicated), one shared FaissStore. Recall is
 TreeHop's protocol: gold passages matched by title, micro-averaged. Latency is end to end per query
-(query encoding included), one query at a time, on the same machine in the same run. Two ablations of
-the default run beside it: ``treehop_only`` (``links=False``: the hop network alone) and ``links_only``
-(``stop_score=2.0``: every hop-network branch stops, so only title links add passages; its hop-2 search still
-runs, so its latency is not that of links alone). The LLM loop is
+(query encoding included), one query at a time, on the same machine in the same run. Ablations of
+the default run beside it, one hop kind at a time: ``first_stage_only`` (``n_hops=1``: the hybrid hop 1
+alone), ``treehop_only`` (``links=False, hop_network=True``: the hop network alone over the same first
+stage), ``multihop_with_hop_network`` (the default plus the hop network's children), and over a dense
+first stage (what a store that cannot list its documents gets): ``dense_first_stage_treehop`` (the hop
+network alone, on there by default) and ``dense_first_stage_links`` (links, network off). The default
+(``hop_network="auto"``) follows title/entity links and runs the hop network only after a dense first
+stage, as these rows measure. The LLM loop is
 slow (seconds per question), so it runs on the first ``--llm-questions`` questions of each set and the
 other two retrievers are also reported on that same subset. Prints one JSON line.
 """
@@ -133,8 +137,11 @@ def main() -> None:
                            "baseline": "DenseRetriever at the same k", "by_k": {}}
     for k in args.ks:
         arms = {"dense": DenseRetriever(store, k=k), "multihop": MultiHopRetriever(store, k=k),
-                "treehop_only": MultiHopRetriever(store, k=k, links=False),
-                "links_only": MultiHopRetriever(store, k=k, stop_score=2.0)}
+                "first_stage_only": MultiHopRetriever(store, k=k, n_hops=1),
+                "treehop_only": MultiHopRetriever(store, k=k, links=False, hop_network=True),
+                "multihop_with_hop_network": MultiHopRetriever(store, k=k, hop_network=True),
+                "dense_first_stage_treehop": MultiHopRetriever(store, k=k, first_stage="dense", links=False),
+                "dense_first_stage_links": MultiHopRetriever(store, k=k, first_stage="dense", hop_network=False)}
         row: dict[str, Any] = {label: {} for label in arms}
         qs = [q for ds in sets.values() for q in ds.questions[: args.latency_questions]]
         for label, r in arms.items():
@@ -143,6 +150,10 @@ def main() -> None:
             row[label]["ms_per_query"] = round(timed(r.retrieve, qs)[1], 2)
         d_ms, m_ms = row["dense"]["ms_per_query"], row["multihop"]["ms_per_query"]
         row["recall_gain_points"] = {n: round(row["multihop"][n] - row["dense"][n], 2) for n in sets}
+        row["hop_network_gain_points"] = {  # what the network's children add over the same run without them
+            "over_hybrid_first_stage": {n: round(row["treehop_only"][n] - row["first_stage_only"][n], 2) for n in sets},
+            "over_the_default": {n: round(row["multihop_with_hop_network"][n] - row["multihop"][n], 2) for n in sets},
+            "over_dense": {n: round(row["dense_first_stage_treehop"][n] - row["dense"][n], 2) for n in sets}}
         row["latency_ratio_multihop_vs_dense"] = round(m_ms / d_ms, 2)
         res["by_k"][str(k)] = row
     # Untitled arm: the same passages without titles (title links cannot fire; entity links use the subject
@@ -152,12 +163,14 @@ def main() -> None:
     for k in args.ks:
         arms = {"dense": DenseRetriever(bare, k=k), "multihop": MultiHopRetriever(bare, k=k),
                 "multihop_no_entity_links": MultiHopRetriever(bare, k=k, links=TitleLinks(bare, infer_subjects=False)),
-                "multihop_hybrid_first_stage": MultiHopRetriever(bare, k=k, first_stage="hybrid")}
+                "multihop_with_hop_network": MultiHopRetriever(bare, k=k, hop_network=True),
+                "first_stage_only": MultiHopRetriever(bare, k=k, n_hops=1)}
         row = {label: {n: v[f"R@{k}"] for n, v in evaluate(r, sets, (k,)).items()} for label, r in arms.items()}
         row["gain_points_multihop_vs_dense"] = {n: round(row["multihop"][n] - row["dense"][n], 2) for n in sets}
         res["untitled"][str(k)] = row
-    res["hits_by_hop_kind_k10"] = {corpus: via_counts(MultiHopRetriever(s, k=10), sets)
-                                   for corpus, s in (("titled", store), ("untitled", bare))}
+    res["hits_by_hop_kind_k10"] = {f"{corpus}{tag}": via_counts(MultiHopRetriever(s, k=10, hop_network=net), sets)
+                                   for corpus, s in (("titled", store), ("untitled", bare))
+                                   for tag, net in (("", "auto"), ("_with_hop_network", True))}
     if args.llm_questions:
         # The LLM loop's hits do not depend on k (two rounds of 5, merged), so it runs once.
         small = {n: subset(ds, args.llm_questions) for n, ds in sets.items()}

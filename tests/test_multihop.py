@@ -155,9 +155,26 @@ def test_n_hops_one_is_the_first_stage(store):
 
 
 def test_score_stop_ends_branches(store):
-    strict = MultiHopRetriever(store, k=5, n_hops=3, stop_score=0.99, links=False).trace(BRIDGE)
+    strict = MultiHopRetriever(store, k=5, n_hops=3, stop_score=0.99, links=False, hop_network=True).trace(BRIDGE)
     assert strict.hops_run == 2 and "score stop" in strict.stop_reason
     assert all(h.metadata["hop"] == 1 for h in strict.hits)
+
+
+def test_hop_network_runs_after_a_dense_first_stage_only(store):
+    # "auto": the dev sets measured the network's children adding recall after a dense hop 1 and
+    # displacing better hits after the hybrid one, so the default (hybrid here) follows links alone.
+    auto = MultiHopRetriever(store, k=5)
+    assert auto.first_stage is not None and auto.hop_network is False and "hop_network=False" in repr(auto)
+    tr = auto.trace(BRIDGE)
+    assert tr.stop_reason == "hop network off" and tr.hops_run == 2  # the Ulm title link is hop 2
+    assert "ulm" in [h.id for h in tr.hits] and all(h.metadata["via"] != "hop" for h in tr.hits)
+    dense = MultiHopRetriever(store, k=5, first_stage="dense", links=False)
+    assert dense.hop_network is True
+    assert any(h.metadata["via"] == "hop" for h in dense.trace(BRIDGE).hits)
+    forced = MultiHopRetriever(store, k=5, hop_network=True, links=False).trace(BRIDGE)
+    assert forced.hops_run == 2 and any(h.metadata["via"] == "hop" for h in forced.hits)
+    with pytest.raises(InvalidInputError, match="hop_network must be True, False or 'auto', got 'yes'"):
+        MultiHopRetriever(store, hop_network="yes")  # type: ignore[arg-type]
 
 
 def test_bad_input(store, encoder):

@@ -43,6 +43,28 @@ def test_edges_cover_chain_complement_and_distractors():
     assert any(e.weight == 0.5 and e.path[0] in (3, 4) and e.positives == [0, 1] for e in edges)
 
 
+def test_bridge_chains_follow_title_mentions(encoder):
+    from latentrag.training.multihop import TrainSet, add_chains, bridge_chains
+
+    texts = ["Dillon Francis: Dillon Hart Francis (born October 5, 1987) is an American electronic musician.",
+             "Get Low: Get Low is a 2014 single by the producer Dillon Francis and DJ Snake.",
+             "Paris: Paris is the capital of France."]
+    vecs = encoder.encode(texts)
+    ts = TrainSet(vecs, vecs[:1], [[1, 0]], [[2]], [[2]], [], texts, [1.0])
+    chains = bridge_chains(ts)
+    assert [(a, b) for _, a, b in chains] == [(1, 0)]  # Get Low mentions Dillon Francis; nothing else links
+    question = chains[0][0]
+    assert "Get Low" in question and "American electronic musician" in question and "Dillon" not in question
+
+    class Cache:
+        def embed(self, qs):
+            return encoder.encode(list(qs))
+
+    grown = add_chains(ts, chains, Cache(), weight=0.5, n_hard=1)  # type: ignore[arg-type]
+    assert grown.gold == [[1, 0], [1, 0]] and grown.weights == [1.0, 0.5] and len(grown.questions) == 2
+    assert {(e.path[0], e.weight) for e in build_edges(grown, distractors=0) if e.example == 1} == {(1, 0.5), (0, 0.5)}
+
+
 @pytest.mark.slow
 def test_train_one_epoch_end_to_end(data_dir, tmp_path):
     from latentrag.training.multihop import train_multihop

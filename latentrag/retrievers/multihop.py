@@ -23,6 +23,10 @@ Per batch of questions, each hop is one batched hop-network forward and one ``st
    network (see ``benchmarks/multihop.py``). They need passage titles (metadata ``title`` or a
    ``"Title: body"`` prefix) and are skipped on stores without them.
 
+6. Whether the hop network runs at all (``hop_network="auto"``) depends on the first stage: after a
+   dense hop 1 its children add recall on the dev sets; after the hybrid (dense + BM25) hop 1 they only
+   displaced better first-stage hits, so the default then follows title and entity links alone.
+
 Passage vectors come from the search itself (``with_vectors=True``), so any
 :class:`~latentrag.stores.base.Store` works.
 """
@@ -291,8 +295,13 @@ class MultiHopRetriever(BaseRetriever):
         first_stage: how hop 1 is found: ``"auto"`` (the default: hybrid where the store can list its
             documents, else dense), ``"dense"`` (the store's search), ``"hybrid"`` or a
             :class:`~latentrag.retrievers.hybrid.HybridRetriever` over the same store (dense + BM25 fused).
-            Later hops are always the hop network's dense searches. On the shared multi-hop dev sets the
+            Later hops are the hop network's dense searches. On the shared multi-hop dev sets the
             hybrid first stage adds 0.7-4.4 recall@10 points to multi-hop (``benchmarks/hybrid.py``).
+        hop_network: whether later hops run the hop network (``n_hops - 1`` rounds of next queries and
+            searches). ``"auto"`` (the default) runs it after a dense first stage and not after the hybrid
+            one: on the dev sets its children added recall after dense hop-1 lists but only displaced
+            better first-stage hits after hybrid ones (``benchmarks/multihop.py``, the ``hop_network``
+            rows). Title and entity links run either way.
 
     The resolved scoring settings are ``self.settings`` (a frozen :class:`HopSettings`); ``self.alpha``,
     ``self.stop_score`` and the other setting names read from it.
@@ -326,6 +335,7 @@ class MultiHopRetriever(BaseRetriever):
         link_from: int = LINK_FROM,
         filter: Filter | None = None,
         first_stage: Literal["auto", "dense", "hybrid"] | HybridRetriever = "auto",
+        hop_network: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(k)
         self.n_hops = check_positive_int("n_hops", n_hops)
@@ -340,6 +350,15 @@ class MultiHopRetriever(BaseRetriever):
         )
         self.links = _title_links(links, store)
         self.first_stage = _first_stage(first_stage, store)
+        if hop_network == "auto":
+            # measured on the dev sets (benchmarks/multihop.py): after a dense first stage the network's
+            # children add recall; after the hybrid one they only displace its better hits
+            hop_network = self.first_stage is None
+        if not isinstance(hop_network, bool):
+            msg = f"hop_network must be True, False or 'auto', got {hop_network!r}."
+            raise InvalidInputError(msg)
+        #: Whether later hops run the hop network (title and entity links run either way).
+        self.hop_network = hop_network
 
     def __getattr__(self, name: str) -> object:
         # the settings' names (alpha, stop_score, ...) read from the frozen settings
@@ -354,7 +373,7 @@ class MultiHopRetriever(BaseRetriever):
         return (f"MultiHopRetriever(k={self.k}, n_hops={self.n_hops}, top_n={self.top_n}, layer_k={self.layer_k}, "
                 f"fusion={s.fusion!r}, alpha={s.alpha}, hop_penalty={s.hop_penalty}, "
                 f"stop_score={s.stop_score}, links={self.links is not None}, "
-                f"first_stage={'dense' if self.first_stage is None else 'hybrid'!r})")
+                f"first_stage={'dense' if self.first_stage is None else 'hybrid'!r}, hop_network={self.hop_network})")
 
     # -------------------------------------------------------------------------------------------- public
     def trace(self, query: str, k: int | None = None, *, filter: Filter | None = None) -> HopTrace:
@@ -379,10 +398,11 @@ class MultiHopRetriever(BaseRetriever):
         linked = (self._link(queries, q0, [t.roots for t in trees], [t.seen for t in trees],
                              [t.hits for t in trees], k, flt)
                   if self.links is not None and self.n_hops > 1 else [[] for _ in queries])
-        if self.n_hops == 1:
-            for tree in trees:
-                tree.stop_reason = "n_hops reached"
-        for hop in range(2, self.n_hops + 1):
+        if self.n_hops == 1 or not self.hop_network:
+            for tree, found in zip(trees, linked, strict=True):
+                tree.hops_run = max([1, *(node.hop for node in found)])
+                tree.stop_reason = "n_hops reached" if self.n_hops == 1 else "hop network off"
+        for hop in range(2, self.n_hops + 1 if self.hop_network else 2):
             if not frontier:
                 break
             frontier = self._expand(hop, frontier, trees, q0, flt)
@@ -417,7 +437,7 @@ class MultiHopRetriever(BaseRetriever):
                 node = HopNode(h.id, h.text, 1, scale[rank], scale[rank], question_sim=scale[rank])
                 tree.roots.append(node)
                 tree.layers[0].append(node)
-                if rank < self.top_n and self.n_hops > 1:
+                if rank < self.top_n and self.n_hops > 1 and self.hop_network:
                     frontier.add(qi, node, q0[qi], _vector_of(h, self.store))
         return trees, frontier
 

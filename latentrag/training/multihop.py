@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -189,6 +190,12 @@ class TrainSet:
     pool: list[list[int]]
     hard: list[list[int]]  # dense neighbours of the question / hop-1 gold that are not gold
     examples: list[MultiHopExample]
+    texts: list[str] = field(default_factory=list)  # the passage of each row of ``passages``
+    #: loss weight of each question's edges: 1 for real questions, less for synthetic bridge chains
+    weights: list[float] = field(default_factory=list)
+
+    def weight(self, i: int) -> float:
+        return self.weights[i] if i < len(self.weights) else 1.0
 
 
 def build_trainset(
@@ -209,7 +216,74 @@ def build_trainset(
         gold.append(g)
         pool.append([row[t] for t in e.pool])
     hard = _mine_hard(pvecs, qvecs, gold, n_hard)
-    return TrainSet(pvecs, qvecs, gold, pool, hard, examples)
+    return TrainSet(pvecs, qvecs, gold, pool, hard, examples, texts, [1.0] * len(examples))
+
+
+#: Question shapes for a synthetic bridge chain: ``{a}`` the source passage's title, ``{clue}`` what the target
+#: passage says about its subject (its title removed), as real compositional questions word it.
+_CHAIN_TEMPLATES = ("{clue} of {a}?", "Which {clue} is connected to {a}?", "{a}: the {clue}",
+                    "Who or what {clue} in {a}?")
+_CLUE_WORDS = 10
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def chain_clue(target_title: str, body: str) -> str | None:
+    """What a passage says about its subject, as a question would ask it: the opening sentence of ``body``
+    with the title, brackets and numbers removed, cut to a few words (``None`` when nothing is left).
+
+    >>> chain_clue("Dillon Francis", "Dillon Hart Francis (born October 5, 1987) is an American DJ. He ...")
+    'Hart is an American DJ'
+    """
+    first = _SENTENCE_END.split(body.strip(), maxsplit=1)[0]
+    first = re.sub(r"\([^)]*\)", " ", first)
+    for word in re.findall(r"\w+", target_title):
+        first = re.sub(rf"\b{re.escape(word)}\b", " ", first)
+    first = re.sub(r"\d+", " ", first)
+    words = [w for w in re.findall(r"[\w'’-]+", first) if w]
+    if len(words) < 3:
+        return None
+    return " ".join(words[:_CLUE_WORDS])
+
+
+def bridge_chains(ts: TrainSet, *, per_source: int = 2, rng: random.Random | None = None) -> list[tuple[str, int, int]]:
+    """Synthetic two-hop chains from the training passages themselves: passage A mentions the title of
+    passage B (the bridge), and a question names A and asks what B says about its subject
+    (:data:`_CHAIN_TEMPLATES`, :func:`chain_clue`). Returns ``(question, row of A, row of B)``; at most
+    ``per_source`` chains start at one passage. Only training passages are used, never dev ones."""
+    from latentrag.encoders import default_encoder
+    from latentrag.retrievers.links import TitleLinks, title_of
+    from latentrag.stores.faiss import FaissStore
+
+    rng = rng or random.Random(0)
+    store = FaissStore.from_texts(ts.texts, ids=[str(i) for i in range(len(ts.texts))],
+                                  encoder=default_encoder(), vectors=ts.passages)
+    links = TitleLinks(store, infer_subjects=False)
+    chains: list[tuple[str, int, int]] = []
+    for a, text in enumerate(ts.texts):
+        title = title_of(text)
+        if title is None:
+            continue
+        targets = [int(t) for t in links.mentioned(text, exclude_title=title) if int(t) != a]
+        for b in rng.sample(targets, min(per_source, len(targets))):
+            b_title = title_of(ts.texts[b])
+            clue = chain_clue(b_title, ts.texts[b].removeprefix(f"{b_title}: ")) if b_title else None
+            if clue is None:
+                continue
+            chains.append((rng.choice(_CHAIN_TEMPLATES).format(a=title, clue=clue), a, b))
+    return chains
+
+
+def add_chains(ts: TrainSet, chains: list[tuple[str, int, int]], cache: DiskEmbeddingCache, weight: float,
+               n_hard: int = 30) -> TrainSet:
+    """``ts`` with the synthetic ``chains`` appended as ordered two-passage questions of loss ``weight``."""
+    if not chains:
+        return ts
+    qvecs = cache.embed([q for q, _, _ in chains])
+    gold = [[a, b] for _, a, b in chains]
+    hard = _mine_hard(ts.passages, qvecs, gold, n_hard)
+    return TrainSet(ts.passages, np.concatenate([ts.questions, qvecs]), ts.gold + gold, ts.pool + [[] for _ in gold],
+                    ts.hard + hard, ts.examples, ts.texts,
+                    [ts.weight(i) for i in range(len(ts.gold))] + [weight] * len(gold))
 
 
 def _mine_hard(pvecs: np.ndarray, qvecs: np.ndarray, gold: list[list[int]], n_hard: int) -> list[list[int]]:
@@ -255,18 +329,19 @@ def build_edges(ts: TrainSet, *, complement: bool = True, distractors: int = 1, 
     for i, g in enumerate(ts.gold):
         if len(g) < 2:
             continue
+        w = ts.weight(i)
         for t in range(1, len(g)):
-            edges.append(Edge(i, g[:t], [g[t]]))
+            edges.append(Edge(i, g[:t], [g[t]], w))
         if complement:
             for j, gj in enumerate(g):
                 rest = [x for x in g if x != gj]
                 if j == 0 and len(g) == 2:
                     continue  # identical to the first chain edge
-                edges.append(Edge(i, [gj], rest))
+                edges.append(Edge(i, [gj], rest, w))
         if distractors and ts.hard[i]:
             near_q = ts.hard[i][: max(1, len(ts.hard[i]) // 2)][:5]
             for d in rng.sample(near_q, min(distractors, len(near_q))):
-                edges.append(Edge(i, [d], list(g), distractor_weight))
+                edges.append(Edge(i, [d], list(g), distractor_weight * w))
     return edges
 
 
@@ -375,6 +450,8 @@ def train_multihop(
     distractors: int = 1,
     distractor_weight: float = 0.5,
     calibrate: bool = True,
+    synthetic: int = 0,
+    synthetic_weight: float = 0.5,
     seed: int = 0,
     data_dir: str | os.PathLike[str] | None = None,
     dev_paths: Sequence[str] | None = None,
@@ -401,6 +478,12 @@ def train_multihop(
     cache = DiskEmbeddingCache(encoder)
     examples = load_examples(paths)
     ts = build_trainset(examples, cache, load_corpus_files(root), n_hard=n_hard)
+    n_chains = 0
+    if synthetic:
+        chains = bridge_chains(ts, per_source=synthetic, rng=random.Random(seed))
+        n_chains = len(chains)
+        logger.info("synthetic bridge chains: %d", n_chains)
+        ts = add_chains(ts, chains, cache, synthetic_weight, n_hard=n_hard)
     store, dev = load_dev(root, cache, dev_paths, dev_limit)
     dense = {k: v for k, v in evaluate(DenseRetriever(store, k=10), dev).items()}
     dev_size = len(store)
@@ -463,8 +546,10 @@ def train_multihop(
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
             "temperature": temperature, "g_size": g_size, "n_mlp": n_mlp, "dropout": dropout, "n_hard": n_hard,
             "hard_per_edge": hard_per_edge, "complement": complement, "distractors": distractors,
-            "distractor_weight": distractor_weight, "seed": seed,
+            "distractor_weight": distractor_weight, "synthetic_per_passage": synthetic,
+            "synthetic_weight": synthetic_weight, "seed": seed,
         },
+        "n_synthetic_chains": n_chains,
         "best_epoch": best[1],
         "dev_dense": dense,
         "dev_multihop": best[2],
@@ -633,6 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-complement", action="store_true", help="train on hop-order chain edges only")
     p.add_argument("--distractors", type=int, default=1)
     p.add_argument("--no-calibrate", action="store_true", help="skip the fusion/stop calibration (experiments)")
+    p.add_argument("--synthetic", type=int, default=0,
+                   help="synthetic bridge chains per training passage (A mentions B's title; 0: none)")
+    p.add_argument("--synthetic-weight", type=float, default=0.5, help="loss weight of a synthetic chain's edges")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -646,7 +734,8 @@ def main(argv: list[str] | None = None) -> int:
         args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, temperature=args.temperature, g_size=args.g_size, n_mlp=args.n_mlp,
         dropout=args.dropout, hard_per_edge=args.hard_per_edge, complement=not args.no_complement,
-        distractors=args.distractors, calibrate=not args.no_calibrate, seed=args.seed,
+        distractors=args.distractors, calibrate=not args.no_calibrate, synthetic=args.synthetic,
+        synthetic_weight=args.synthetic_weight, seed=args.seed,
         data_dir=args.data_dir, dev_paths=args.dev,
         progress=not args.quiet,
     )
