@@ -611,7 +611,20 @@ Recall of gold passages by title, micro-averaged.
 
 | dev set | dense R@5 | multi-hop R@5 | dense R@10 | multi-hop R@10 | R@10 gain |
 |---|---|---|---|---|---|
-""" + "\n".join(rows) + "\n"
+""" + "\n".join(rows) + "\n" + WHERE_IT_RUNS
+
+
+#: The part of the model card that training does not measure: where the default retriever uses the network.
+WHERE_IT_RUNS = """
+## Where the default uses it
+`MultiHopRetriever(hop_network="auto")` runs this network after a **dense** first stage only. After the default
+hybrid (dense + BM25) first stage its children displaced better first-stage hits on all three dev sets, titled and
+untitled, at every fusion setting tried (`benchmarks/multihop.py`, rows `treehop_only` against `first_stage_only`
+and `multihop_with_hop_network` against `multihop`), so there the retriever follows title and entity links alone.
+`hop_network=True` forces it on. Synthetic bridge chains (`--synthetic 2`: 4,692 chains where a training passage
+names another's title) did not change that (best dev mean R@10 82.7 against 82.3 without), so the shipped weights
+do not use them.
+"""
 
 
 def _batch_loss(model: Any, batch: list[Edge], ts: TrainSet, P: Any, Q: Any, temperature: float,
