@@ -66,7 +66,7 @@ class FitConfig:
     rank: int = 16
     adapter_epochs: int = 30
     adapter_lr: float = 3e-3
-    adapter_l2: float = 300.0
+    adapter_l2: float = 1000.0
 
     def __post_init__(self) -> None:
         for name in ("adapter", "refiner", "mlc"):
