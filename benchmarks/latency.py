@@ -1,7 +1,8 @@
 """Query latency end to end (query encoding included, no embedding cache), one query at a time, with the
 retrievers interleaved per query so load from other processes falls on every arm alike: DenseRetriever (the
-baseline), HybridRetriever, MultiHopRetriever (default: hybrid first stage) and MultiHopRetriever with the
-dense first stage, over the shared multi-hop dev corpus (14,178 passages, FaissStore flat), k=10.
+baseline), HybridRetriever, MultiHopRetriever (default: hybrid first stage, links, no hop network), the same with
+the hop network's branches (``hop_network=True``, the previous default) and MultiHopRetriever with the dense first
+stage (hop network on), over the shared multi-hop dev corpus (14,178 passages, FaissStore flat), k=10.
 
     python benchmarks/latency.py [--per-set 50]
 
@@ -30,6 +31,7 @@ def main() -> None:
     questions = [q for ds in sets.values() for q in ds.questions[: args.per_set]]
     arms = {"dense": DenseRetriever(store, k=10), "hybrid": HybridRetriever(store, k=10),
             "multihop": MultiHopRetriever(store, k=10),
+            "multihop_with_hop_network": MultiHopRetriever(store, k=10, hop_network=True),
             "multihop_dense_first_stage": MultiHopRetriever(store, k=10, first_stage="dense")}
     for r in arms.values():
         r.retrieve("a warm-up question")
