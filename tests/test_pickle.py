@@ -93,6 +93,14 @@ def test_retrievers_round_trip(demo):
     assert [h.id for h in copy.retrieve(q)] == [h.id for h in multihop.retrieve(q)]
     assert copy.links is not None and copy.links.store is copy.store  # one store behind both, as before
     assert copy.links._lock is not multihop.links._lock and copy.alpha == multihop.alpha
+    assert copy.hop_network is multihop.hop_network is False  # hybrid first stage here
+    state = MultiHopRetriever.__getstate__
+    try:  # a retriever pickled before hop_network existed (its state has none) ran the network: it still does
+        MultiHopRetriever.__getstate__ = lambda self: {k: v for k, v in state(self).items() if k != "hop_network"}
+        old = _roundtrip(multihop)
+    finally:
+        MultiHopRetriever.__getstate__ = state
+    assert old.hop_network is True and old.retrieve(q)
 
 
 class _Upper(BaseCompressor):

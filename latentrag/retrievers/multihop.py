@@ -34,9 +34,9 @@ Passage vectors come from the search itself (``with_vectors=True``), so any
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -359,6 +359,10 @@ class MultiHopRetriever(BaseRetriever):
             raise InvalidInputError(msg)
         #: Whether later hops run the hop network (title and entity links run either way).
         self.hop_network = hop_network
+
+    def __setstate__(self, state: Mapping[str, Any]) -> None:
+        # a retriever pickled before ``hop_network`` existed always ran the network: it still does
+        super().__setstate__({"hop_network": True, **state})
 
     def __getattr__(self, name: str) -> object:
         # the settings' names (alpha, stop_score, ...) read from the frozen settings
