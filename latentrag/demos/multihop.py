@@ -13,7 +13,7 @@ QUESTIONS = ["What river runs through the city where Albert Einstein was born?"]
 
 
 def run(store: Any, out: TextIO) -> None:
-    print("\n== Multi-hop retrieval (MultiHopRetriever, shipped TreeHop weights, k=4) ==", file=out)
+    print("\n== Multi-hop retrieval (MultiHopRetriever defaults: dense + BM25 hop 1, title links, k=4) ==", file=out)
     dense = DenseRetriever(store, k=4)
     multi = MultiHopRetriever(store, k=4)
     multi.retrieve("warm-up")
@@ -27,9 +27,10 @@ def run(store: Any, out: TextIO) -> None:
         print(f"\nQ: {q}", file=out)
         print(f"  dense     [{d_ms:5.1f} ms]: {[h.id for h in d_hits]}", file=out)
         print(f"  multi-hop [{m_ms:5.1f} ms]: {[h.id for h in trace.hits]}  (no LLM call between hops)", file=out)
-        new = [h.id for h in trace.hits if h.id not in {d.id for d in d_hits}]
+        dense_ids = {d.id for d in d_hits}
+        new = [f"{h.id} (hop {h.meta['hop']}, {h.meta['via']})" for h in trace.hits if h.id not in dense_ids]
         if new:
-            print(f"  found by the second hop only: {new}", file=out)
+            print(f"  not in the dense list: {', '.join(new)}", file=out)
         print("  hop tree (#n = rank in the final list):", file=out)
         for line in trace.render(width=60).splitlines()[2:]:
             print(f"    {line}", file=out)

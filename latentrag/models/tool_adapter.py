@@ -23,7 +23,7 @@ class QueryAdapter:
     """``apply(q)`` maps request vectors ``(b, dim)`` (or one ``(dim,)``) to adapted unit vectors.
 
     >>> a = QueryAdapter.identity(dim=3, rank=2)
-    >>> a.apply(np.array([0.0, 0.6, 0.8], np.float32)).round(3).tolist()
+    >>> [round(float(x), 3) for x in a.apply(np.array([0.0, 0.6, 0.8], np.float32))]
     [0.0, 0.6, 0.8]
     """
 
