@@ -35,6 +35,7 @@ from latentrag.errors import InvalidInputError
 from latentrag.models.tool_adapter import QueryAdapter
 from latentrag.models.tool_mlc import MLCHead
 from latentrag.models.tool_refiner import LearnedStage, ToolRefiner
+from latentrag.retrievers.tool_index import _normalize_rows
 
 #: A dense ``(batch, warm tools)`` logit matrix up to this many tools with examples; above, the head's rows
 #: are gathered per candidate instead (cost set by the candidate count, not the catalogue size).
@@ -140,16 +141,16 @@ def training_batch(index: Any, weights: Any, n_cand: int, examples: list[int] | 
     return TrainingBatch(np.stack(rows_l), np.stack(feats_l), np.stack(counts_l), np.stack(pos_l), x)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+def _targets(weights: Any, desc: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Rows of description and Tool2Vec mean vectors blended in the first stage's proportions (``desc``
+    against ``mean + max + top``; the mean stands in for the example features), normalised."""
+    return _normalize_rows(weights.desc * desc + (weights.mean + weights.max + weights.top) * means)
 
 
 def adapter_targets(index: Any, weights: Any) -> np.ndarray:
-    """The fixed tool vectors the adapter pulls requests toward, ``(n_tools, dim)``: description and
-    Tool2Vec mean in the first stage's proportions (``desc`` against ``mean + max + top``; the mean stands
-    in for the example features), the description alone for a tool without examples."""
-    ex_w = weights.mean + weights.max + weights.top
-    return _unit(weights.desc * index.desc + ex_w * index.means())
+    """The fixed tool vectors the adapter pulls requests toward, ``(n_tools, dim)`` (:func:`_targets`; the
+    description alone for a tool without examples)."""
+    return _targets(weights, index.desc, index.means())
 
 
 @dataclass
@@ -166,23 +167,20 @@ class _Pairs:
 
 
 def _pairs(index: Any, weights: Any, rows: list[np.ndarray] | None) -> _Pairs:
-    ex_w = weights.mean + weights.max + weights.top
-    ex_l, tool_l, col_l, vec_l = [], [], [], []
+    ex_l, tool_l, col_l, mean_l = [], [], [], []
     for i, gold in enumerate(index.example_tools):
-        e = index.examples[i]
         for g in gold:
             if rows is not None and not (rows[i] == g).any():
                 continue  # more gold tools than candidate slots: the rest are left out
-            n = int(index.counts[g]) - 1
-            mean = index.desc[g] if n <= 0 else _unit((index.sums[g] - e) / n)
+            rest = index.mean_without(g, i)
             ex_l.append(i)
             tool_l.append(g)
             col_l.append(0 if rows is None else int(np.flatnonzero(rows[i] == g)[0]))
-            vec_l.append(weights.desc * index.desc[g] + ex_w * mean)
-    ex = np.asarray(ex_l, np.int64)
+            mean_l.append(index.desc[g] if rest is None else rest)
+    ex, tool = np.asarray(ex_l, np.int64), np.asarray(tool_l, np.int64)
     start = np.searchsorted(ex, np.arange(len(index.examples) + 1))
-    vec = _unit(np.asarray(vec_l, np.float32).reshape(len(ex_l), index.dim))
-    return _Pairs(ex, np.asarray(tool_l, np.int64), np.asarray(col_l, np.int64), vec, start)
+    vec = _targets(weights, index.desc[tool], np.asarray(mean_l, np.float32).reshape(len(ex_l), index.dim))
+    return _Pairs(ex, tool, np.asarray(col_l, np.int64), vec, start)
 
 
 def _adapter_step(p: dict[str, np.ndarray], q: np.ndarray, ix: np.ndarray, targets: np.ndarray,

@@ -140,6 +140,12 @@ class ToolIndex:
             self._means = m
         return self._means
 
+    def mean_without(self, tool: int, example: int) -> np.ndarray | None:
+        """The Tool2Vec vector of ``tool`` with ``example`` (one of its examples) left out: the normalised
+        mean of its other examples, ``None`` when it has no other."""
+        n = int(self.counts[tool]) - 1
+        return None if n <= 0 else _normalize_rows((self.sums[tool] - self.examples[example])[None] / n)[0]
+
     def first_stage(self, w: BlendWeights) -> np.ndarray:
         """The precomputed candidate matrix ``(w.desc + w.max + w.top) d_j + w.mean t_j``, shape (n, dim)."""
         key = (w.desc + w.max + w.top, w.mean)
@@ -172,12 +178,11 @@ class ToolIndex:
         ex_lists = [self.tool_examples[r] for r in rows.tolist()]
         if exclude is not None:
             own = set(self.example_tools[exclude])
-            e = self.examples[exclude]
             for c, r in enumerate(rows.tolist()):
                 if r in own:
                     ex_lists[c] = [i for i in ex_lists[c] if i != exclude]
-                    n = int(self.counts[r]) - 1
-                    mean[c] = d[c] if n <= 0 else float(_normalize_rows((self.sums[r] - e)[None] / n)[0] @ q)
+                    rest = self.mean_without(r, exclude)
+                    mean[c] = d[c] if rest is None else float(rest @ q)
         lens = np.fromiter((len(e) for e in ex_lists), dtype=np.int64, count=len(ex_lists))
         total = int(lens.sum())
         if total:
