@@ -406,8 +406,8 @@ class MultiHopRetriever(BaseRetriever):
             for tree, found in zip(trees, linked, strict=True):
                 tree.hops_run = max([1, *(node.hop for node in found)])
                 tree.stop_reason = "n_hops reached" if self.n_hops == 1 else "hop network off"
-        for hop in range(2, self.n_hops + 1 if self.hop_network else 2):
-            if not frontier:
+        for hop in range(2, self.n_hops + 1):
+            if not frontier:  # also when the hop network is off: _first_hop then leaves it empty
                 break
             frontier = self._expand(hop, frontier, trees, q0, flt)
         return [HopTrace(query, tree.roots, self._fuse(tree, linked[qi], k), tree.hops_run, tree.stop_reason)
