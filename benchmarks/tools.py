@@ -480,12 +480,17 @@ def main() -> None:
                                                      later[s][1]) for s in sets}
         res["selection"] = sel
     if "desc" in keep and args.costs == "run":
-        log("costs")
-        res["selection_ms_beyond_encoding"] = selection_scaling(keep["encoder"], keep["desc"], keep["queries"])
-        res["fit_s_200_tools_3000_examples"] = fit_time(keep["desc"])
+        res.update(cost_section(keep["encoder"], keep["desc"], keep["queries"]))
     report(args.name, res)
     if args.plot:
         plot(res, args.name)
+
+
+def cost_section(encoder: Any, desc: np.ndarray, queries: list[str]) -> dict[str, Any]:
+    """The cost figures: selection ms beyond encoding at 100-10,000 tools and the 200-tool fit time."""
+    log("costs")
+    return {"selection_ms_beyond_encoding": selection_scaling(encoder, desc, queries),
+            "fit_s_200_tools_3000_examples": fit_time(desc)}
 
 
 def costs_only(name: str) -> None:
@@ -500,9 +505,7 @@ def costs_only(name: str) -> None:
     tools, queries = toolbench()
     _, _, test = split(queries, 0)
     r = ToolRetriever.from_tools(tools, k=5)
-    log("costs")
-    res["selection_ms_beyond_encoding"] = selection_scaling(r.encoder, r._index.desc.copy(), [q for q, _ in test[:200]])
-    res["fit_s_200_tools_3000_examples"] = fit_time(r._index.desc.copy())
+    res.update(cost_section(r.encoder, r._index.desc.copy(), [q for q, _ in test[:200]]))
     res["default_fit_config"] = FitConfig().as_dict()
     report(name, res)
 
