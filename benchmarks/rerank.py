@@ -4,22 +4,21 @@
 
 - nDCG@10 on TREC DL20 and DL21 (BM25 top-100 from ``rerank/trec_dl``) and on SciFact (BEIR test claims;
   first stage: BM25 top-``depth`` over the 5,183 abstracts, computed here) for the first stage, the
-  shipped bi-encoder's order of the same candidates, the cross-encoder logit alone, the previous default
-  score (``0.5 z(logit) + 0.5 z(cosine)``) and ``CrossEncoderReranker()`` (the default: the learned mix
-  of cosine, logit and BM25, ``latentrag train reranker-fusion``). DL20 and DL21 are each scored with the
-  mix fitted *without* that set (``fusion.json`` ``folds``): those are the held-out figures; the shipped
-  mix (fitted on every source) is shown beside them. SciFact was never used. The int8 cost
-  (``quantize=True``) is measured on DL20.
+  shipped bi-encoder's order of the same candidates, MaxSim over its token states alone, the cross-encoder
+  logit alone, the previous default (the cross-encoder mix, ``CrossEncoderReranker(CROSS_ENCODER_NAME)``)
+  and ``CrossEncoderReranker()`` (the default: ``z(cosine) + b z(maxsim) + c z(bm25)``, ``latentrag train
+  late-interaction``). DL20 and DL21 are each scored with the weights fitted *without* that set (the
+  ``folds`` of each mix): those are the held-out figures; the shipped weights are shown beside them. SciFact
+  was never used for any fit or selection.
 - ``RelevanceFilter()`` after ``MultiHopRetriever(store, k=10)`` on the shared multi-hop dev sets (titled and
   untitled passages; the filter's multi-hop map was fitted on the training questions): share of the gold
   passages the retriever found that the filter keeps, and of the other hits it drops.
-- Pairs per second on DL20 candidates: ``sentence_transformers.CrossEncoder`` on the same fp32 weights
-  (batch 32, the baseline) against ``CrossEncoderReranker`` (length bucketing; fp32 default and int8),
-  logit only, and with the default score (which adds the bi-encoder cosine).
+- Pairs per second on DL20 candidates: ``sentence_transformers.CrossEncoder`` on the previous default's
+  weights (batch 32, the baseline), that cross-encoder's mix here, and the default score.
 - ``RelevanceFilter()`` precision and recall of "keep" at its default threshold on DL20's judged
   candidates (relevant = grade >= 2), for reranker scores and ``RelevanceFilter(score="cosine")`` on cosines.
-Prints one JSON line. DL20 selected the cross-encoder's training recipe (see the model card) and the
-cross-encoder was trained on DL21: the logit-alone rows are not test figures there.
+Prints one JSON line. The cross-encoder was trained on DL21 and its recipe selected on DL20: its logit-alone
+rows are not test figures there.
 """
 
 from __future__ import annotations
@@ -42,8 +41,10 @@ from _common import data_root, plot_path, report
 
 from latentrag.compressors import CrossEncoderReranker, RelevanceFilter
 from latentrag.compressors.relevance import precision_recall
+from latentrag.compressors.rerank import CROSS_ENCODER_NAME
 from latentrag.encoders import default_encoder
 from latentrag.models.cross_encoder import fuse_scores
+from latentrag.models.late_interaction import LateInteractionScore
 from latentrag.training.reranker import DevSet, mean_ndcg
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -101,45 +102,63 @@ def scifact() -> tuple[list[str], list[str], list[str], list[str], dict[str, dic
     return qids, queries, doc_ids, docs, qrels
 
 
-def evidence(rr: CrossEncoderReranker, queries: list[str], cands: list[list[str]],
-             vectors: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    """(logits, cosines, BM25) of every query's candidates, computed once and shared by every fusion arm."""
+Evidence = dict[str, np.ndarray]
+
+
+def evidence(rr: CrossEncoderReranker, ce: CrossEncoderReranker, queries: list[str],
+             cands: list[list[str]]) -> list[Evidence]:
+    """Per query, every piece of evidence any arm needs, computed once: the default's cosine, MaxSim and BM25
+    (one encoder pass over the candidates) and the cross-encoder's logit (the previous default)."""
     out = []
-    for q, texts, vecs in zip(queries, cands, vectors, strict=True):
-        logits, cosines, bm25 = rr._evidence(q, texts, list(vecs))
-        assert cosines is not None
-        out.append((logits, cosines, bm25))
+    for q, texts in zip(queries, cands, strict=True):
+        ms, cos, bm25 = rr._evidence(q, texts, None)
+        assert cos is not None and bm25 is not None
+        out.append({"cosine": cos, "maxsim": ms, "bm25": bm25, "logit": np.asarray(ce._logits(q, texts))})
     return out
 
 
-def fused_ndcg(ev: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], fusion: dict[str, Any] | None,
-               ids: list[list[str]], qids: list[str], qrels: dict[str, dict[str, int]]) -> float:
-    run = {}
-    for qid, cid, (logits, cosines, bm25) in zip(qids, ids, ev, strict=True):
-        s = fuse_scores(logits, cosines, fusion, bm25)
-        run[qid] = [cid[i] for i in np.argsort(-s, kind="stable")]
+def arm_scores(ev: Evidence, arm: dict[str, Any]) -> np.ndarray:
+    """An arm: ``{"part": name}`` (that evidence alone), ``{"late": weights}`` (the default's mix) or
+    ``{"fusion": spec}`` (the cross-encoder's mix, ``fuse_scores``)."""
+    if "part" in arm:
+        return ev[arm["part"]]
+    if "late" in arm:
+        return LateInteractionScore(arm["late"]).fuse(dict(ev))
+    return fuse_scores(ev["logit"], ev["cosine"], arm["fusion"], ev["bm25"])
+
+
+def arm_ndcg(evs: list[Evidence], arm: dict[str, Any], ids: list[list[str]], qids: list[str],
+             qrels: dict[str, dict[str, int]]) -> float:
+    run = {qid: [cid[i] for i in np.argsort(-arm_scores(ev, arm), kind="stable")]
+           for qid, cid, ev in zip(qids, ids, evs, strict=True)}
     return round(mean_ndcg(run, qrels), 4)
 
 
-def dl_set(split: str, rr: CrossEncoderReranker, rr_int8: CrossEncoderReranker | None, enc: Any,
-           arms: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+def arms_for(split: str | None, late: LateInteractionScore, ce_fusion: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The arms of one test set; on DL20/DL21 each mix takes the weights fitted without that set."""
+    folds = late.meta.get("folds", {})
+    ce_folds = ce_fusion.get("folds", {})
+    return {"biencoder": {"part": "cosine"}, "maxsim_alone": {"part": "maxsim"},
+            "cross_encoder_logit_alone": {"part": "logit"},
+            "previous_default_cross_encoder_mix": {"fusion": {**ce_fusion, "weights": ce_folds.get(
+                split, ce_fusion["weights"])}},
+            "default": {"late": folds.get(split, late.weights)}}
+
+
+def dl_set(split: str, rr: CrossEncoderReranker, ce: CrossEncoderReranker) -> dict[str, Any]:
     dev = DevSet.load(split)
-    dev.compute_cosines(enc)
     qids = [item["qid"] for item in dev.run]
     queries = [item["query"] for item in dev.run]
     cands = [[h["text"] for h in item["hits"]] for item in dev.run]
     ids = [[h["docid"] for h in item["hits"]] for item in dev.run]
-    vecs = dev.vectors or []
-    row: dict[str, Any] = {"bm25": round(dev.bm25(), 4), "biencoder": round(dev.biencoder(), 4)}
-    t0 = time.perf_counter()
-    ev = evidence(rr, queries, cands, vecs)
-    row["evidence_ms_per_query_100"] = round((time.perf_counter() - t0) * 1000 / len(queries), 1)
-    for name, fusion in arms.items():
-        row[name] = fused_ndcg(ev, fusion, ids, qids, dev.qrels)
-    if rr_int8 is not None:
-        row["default_held_out_int8"] = fused_ndcg(evidence(rr_int8, queries, cands, vecs), arms["default_held_out"],
-                                                  ids, qids, dev.qrels)
-    row["held_out_minus_biencoder"] = round(row["default_held_out"] - row["biencoder"], 4)
+    row: dict[str, Any] = {"queries": len(qids), "bm25": round(dev.bm25(), 4)}
+    evs = evidence(rr, ce, queries, cands)
+    assert rr.late is not None and ce.fusion is not None
+    for name, arm in arms_for(split, rr.late, ce.fusion).items():
+        row[name] = arm_ndcg(evs, arm, ids, qids, dev.qrels)
+    row["default_shipped_weights"] = arm_ndcg(evs, {"late": rr.late.weights}, ids, qids, dev.qrels)
+    row["held_out_weights"] = rr.late.meta.get("folds", {}).get(split)
+    row["default_minus_biencoder"] = round(row["default"] - row["biencoder"], 4)
     return row
 
 
@@ -200,79 +219,66 @@ def main() -> None:
     if args.only_filters:
         report("rerank_filters", filters(rr, enc))
         return
-    rr_int8 = CrossEncoderReranker(quantize=True)
-    out: dict[str, Any] = {"model": rr.model_name, "max_length": rr.max_length}
+    ce = CrossEncoderReranker(CROSS_ENCODER_NAME)
+    out: dict[str, Any] = {"model": rr.model_name, "path": str(rr.path), "max_length": rr.max_length,
+                           "previous_default": ce.model_name}
 
-    # --- DL20 and DL21, each with the mix fitted without it
-    shipped = rr.fusion or {}
-    previous = {"kind": "zscore", "weight": 0.5}
+    # --- DL20 and DL21, each scored with the weights fitted without it
     for split in ("dl20", "dl21"):
-        held = {**shipped, "weights": shipped.get("folds", {}).get(split, shipped.get("weights"))}
-        arms = {"logit_alone": None, "previous_default": previous, "default_shipped_mix": shipped,
-                "default_held_out": held}
-        out[split] = dl_set(split, rr, rr_int8 if split == "dl20" else None, enc, arms)
-        out[split]["held_out_weights"] = held.get("weights")
+        out[split] = dl_set(split, rr, ce)
         print(split, out[split], flush=True)
     dev = DevSet.load("dl20")
     queries = [item["query"] for item in dev.run]
     cands = [[h["text"] for h in item["hits"]] for item in dev.run]
 
-    # --- SciFact
+    # --- SciFact (never used for any fit or selection)
     sq_ids, s_queries, doc_ids, docs, s_qrels = scifact()
     keep = [i for i, q in enumerate(sq_ids) if q in s_qrels]
     sq_ids, s_queries = [sq_ids[i] for i in keep], [s_queries[i] for i in keep]
     top = bm25_top(s_queries, docs, args.scifact_depth)
-    doc_vecs = enc.encode(docs)
-    q_vecs = enc.encode(s_queries)
     first = {q: [doc_ids[i] for i in t] for q, t in zip(sq_ids, top, strict=True)}
-    bi = {q: [doc_ids[i] for i in sorted(t, key=lambda i, j=j: -float(doc_vecs[i] @ q_vecs[j]))]
-          for j, (q, t) in enumerate(zip(sq_ids, top, strict=True))}
-    s_cands = [[docs[i] for i in t] for t in top]
     s_ids = [[doc_ids[i] for i in t] for t in top]
-    ev = evidence(rr, s_queries, s_cands, [doc_vecs[t] for t in top])
+    evs = evidence(rr, ce, s_queries, [[docs[i] for i in t] for t in top])
+    assert rr.late is not None and ce.fusion is not None
     out["scifact"] = {"n_queries": len(sq_ids), "depth": args.scifact_depth,
-                      "bm25": round(mean_ndcg(first, s_qrels), 4), "biencoder": round(mean_ndcg(bi, s_qrels), 4),
-                      "logit_alone": fused_ndcg(ev, None, s_ids, sq_ids, s_qrels),
-                      "previous_default": fused_ndcg(ev, previous, s_ids, sq_ids, s_qrels),
-                      "default": fused_ndcg(ev, shipped, s_ids, sq_ids, s_qrels)}
+                      "bm25": round(mean_ndcg(first, s_qrels), 4)}
+    for name, arm in arms_for(None, rr.late, ce.fusion).items():
+        out["scifact"][name] = arm_ndcg(evs, arm, s_ids, sq_ids, s_qrels)
     out["scifact"]["default_minus_biencoder"] = round(out["scifact"]["default"] - out["scifact"]["biencoder"], 4)
     print("scifact", out["scifact"], flush=True)
 
-    # --- speed on DL20 candidates, same weights
+    # --- speed on DL20 candidates: the default score against sentence-transformers' CrossEncoder on the
+    # previous default's weights (the cross-encoder a user would otherwise run), and that cross-encoder here
     from sentence_transformers import CrossEncoder
 
-    pairs_q = [q for q in queries[: args.speed_queries] for _ in range(len(cands[0]))]
-    flat = [t for c in cands[: args.speed_queries] for t in c]
+    n = args.speed_queries
+    pairs_q = [q for q in queries[:n] for _ in range(len(cands[0]))]
+    flat = [t for c in cands[:n] for t in c]
     with tempfile.TemporaryDirectory() as tmp:
-        rr.loaded.model.save_pretrained(tmp)
+        ce.loaded.model.save_pretrained(tmp)
         from transformers import PreTrainedTokenizerFast
 
-        PreTrainedTokenizerFast(tokenizer_object=rr.loaded.tokenizer, model_max_length=rr.max_length,
+        PreTrainedTokenizerFast(tokenizer_object=ce.loaded.tokenizer, model_max_length=ce.max_length,
+                                model_input_names=["input_ids", "token_type_ids", "attention_mask"],
                                 cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
                                 unk_token="[UNK]", mask_token="[MASK]").save_pretrained(tmp)
-        st = CrossEncoder(tmp, max_length=rr.max_length, device="cpu")
+        st = CrossEncoder(tmp, max_length=ce.max_length, device="cpu")
         st.predict(list(zip(pairs_q[:32], flat[:32], strict=True)), batch_size=32)
         t0 = time.perf_counter()
         st.predict(list(zip(pairs_q, flat, strict=True)), batch_size=32)
         st_pps = len(flat) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for q, c in zip(queries[: args.speed_queries], cands[: args.speed_queries], strict=True):
-        rr._logits(q, c)
-    logit_pps = len(flat) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for q, c in zip(queries[: args.speed_queries], cands[: args.speed_queries], strict=True):
-        rr_int8._logits(q, c)
-    int8_pps = len(flat) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for q, c in zip(queries[: args.speed_queries], cands[: args.speed_queries], strict=True):
-        rr.score(q, c)
-    full_pps = len(flat) / (time.perf_counter() - t0)
-    out["speed"] = {"pairs": len(flat), "sentence_transformers_fp32_pairs_per_s": round(st_pps, 1),
-                    "latentrag_fp32_bucketed_pairs_per_s": round(logit_pps, 1),
-                    "latentrag_int8_bucketed_pairs_per_s": round(int8_pps, 1),
-                    "latentrag_default_score_pairs_per_s": round(full_pps, 1),
-                    "ratio_fp32_logit": round(logit_pps / st_pps, 2), "ratio_int8_logit": round(int8_pps / st_pps, 2),
-                    "ratio_default": round(full_pps / st_pps, 2)}
+    timed = {}
+    for name, fn in (("cross_encoder", lambda q, c: ce.score(q, c)), ("default", lambda q, c: rr.score(q, c))):
+        fn(queries[0], cands[0][:8])
+        t0 = time.perf_counter()
+        for q, c in zip(queries[:n], cands[:n], strict=True):
+            fn(q, c)
+        timed[name] = len(flat) / (time.perf_counter() - t0)
+    out["speed"] = {"pairs": len(flat), "sentence_transformers_cross_encoder_pairs_per_s": round(st_pps, 1),
+                    "previous_default_cross_encoder_mix_pairs_per_s": round(timed["cross_encoder"], 1),
+                    "default_pairs_per_s": round(timed["default"], 1),
+                    "ratio_default_vs_sentence_transformers": round(timed["default"] / st_pps, 2),
+                    "ratio_default_vs_previous_default": round(timed["default"] / timed["cross_encoder"], 2)}
     print("speed", out["speed"], flush=True)
 
     out.update(filters(rr, enc))
@@ -282,15 +288,15 @@ def main() -> None:
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for i, name in enumerate(("dl20", "dl21", "scifact")):
-            keys = [k for k in ("bm25", "biencoder", "logit_alone", "previous_default", "default_held_out", "default")
+            keys = [k for k in ("bm25", "biencoder", "maxsim_alone", "previous_default_cross_encoder_mix", "default")
                     if k in out[name]]
             axes[0].bar([f"{name}\n{k}" for k in keys], [out[name][k] for k in keys], color=f"C{i}")
         axes[0].set_ylabel("nDCG@10")
         sp = out["speed"]
-        axes[1].bar(["sentence-transformers fp32", "latentrag fp32 (logit)", "latentrag int8 (logit)",
-                     "latentrag default"],
-                    [sp["sentence_transformers_fp32_pairs_per_s"], sp["latentrag_fp32_bucketed_pairs_per_s"],
-                     sp["latentrag_int8_bucketed_pairs_per_s"], sp["latentrag_default_score_pairs_per_s"]])
+        axes[1].bar(["sentence-transformers\nCrossEncoder", "previous default\n(cross-encoder mix)",
+                     "default\n(late interaction)"],
+                    [sp["sentence_transformers_cross_encoder_pairs_per_s"],
+                     sp["previous_default_cross_encoder_mix_pairs_per_s"], sp["default_pairs_per_s"]])
         axes[1].set_ylabel("pairs / s")
         for ax in axes:
             ax.tick_params(axis="x", labelsize=7)

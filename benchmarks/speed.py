@@ -8,13 +8,16 @@ baseline in the same run, plus DenseRetriever query latency before/after.
   ``default_encoder()`` (the path ``latentrag.device`` picks on this CPU) and every other path of the shipped
   MiniLM (fused ONNX fp32, torch fp32, torch bf16, int8 ONNX: the previous default), on ``n`` real
   Wikipedia passages (the multi-hop dev pools), with the min/mean cosine of each path to the baseline.
-- Cross-encoder: reranking 100 DL20 BM25 candidates with the default (fused) score, with the hits' stored
-  vectors and without them, against the time ``default_encoder()`` takes to embed those 100 passages; and
-  logit pairs/s against ``sentence_transformers.CrossEncoder`` on the same fp32 weights (batch 32).
+- Reranker: reranking 100 DL20 BM25 candidates with ``CrossEncoderReranker()`` (the default score: one
+  encoder pass, cosine + MaxSim + BM25), with the hits' stored vectors and without them, against the time
+  ``default_encoder()`` takes to embed those 100 passages; its pairs/s against
+  ``sentence_transformers.CrossEncoder`` (batch 32) on the previous default's cross-encoder weights; and that
+  cross-encoder here (its mix, and its logits on this path and on torch fp32).
 - LM (the xRAG reader's SmolLM2): time to first token with 5 passages and decoding tokens/s, fp32 against
   bf16, and how many greedy answers agree (``--lm-questions``).
-- Latency: p50/p95 of ``DenseRetriever.retrieve(query)`` (encode + FaissStore search over the passages) with
-  the previous default encoder (int8 ONNX) and the new default, on the dev questions.
+- Latency: p50/p95 of ``DenseRetriever(store, k=10).retrieve(query)`` and ``MultiHopRetriever(store, k=10)``
+  (encode + FaissStore search over the passages, and the hops) with the previous default encoder (int8
+  ONNX) and the new default, on the dev questions.
 
 Timings are interleaved so load from other processes falls on every path alike: the work is cut into
 slices (100 passages, one query), each round times every path on every slice in a rotated order, and a
@@ -116,6 +119,7 @@ def rerank_section(n_queries: int, repeats: int) -> dict[str, Any]:
 
     from latentrag import Hit
     from latentrag.compressors import CrossEncoderReranker
+    from latentrag.compressors.rerank import CROSS_ENCODER_NAME
     from latentrag.encoders import default_encoder
     from latentrag.training.reranker import DevSet
 
@@ -124,28 +128,28 @@ def rerank_section(n_queries: int, repeats: int) -> dict[str, Any]:
     queries = [it["query"] for it in items]
     cands = [[h["text"] for h in it["hits"][:100]] for it in items]
     enc = default_encoder(cache_size=0)
-    rr = CrossEncoderReranker()
-    rr.encoder = enc  # no embedding cache: every call embeds what it needs
-    rr_torch = CrossEncoderReranker(backend="torch", precision="fp32")
-    rr_torch.encoder = enc
+    rr = CrossEncoderReranker(encoder=enc)  # the default score; no embedding cache: every call embeds what it needs
+    ce = CrossEncoderReranker(CROSS_ENCODER_NAME, encoder=enc)  # the previous default: cross-encoder mix
+    ce_torch = CrossEncoderReranker(CROSS_ENCODER_NAME, backend="torch", precision="fp32", encoder=enc)
     vecs = [enc.encode(c) for c in cands]
     with_vec = [[Hit(str(j), t, vector=v[j]) for j, t in enumerate(c)] for c, v in zip(cands, vecs, strict=True)]
     without = [[Hit(str(j), t) for j, t in enumerate(c)] for c in cands]
     with tempfile.TemporaryDirectory() as tmp:
-        rr.loaded.model.save_pretrained(tmp)
+        ce.loaded.model.save_pretrained(tmp)
         # token_type_ids named explicitly: PreTrainedTokenizerFast drops them by default, and the model
         # (trained with segment ids) then scores other pairs (logits off by up to 0.9)
-        PreTrainedTokenizerFast(tokenizer_object=rr.loaded.tokenizer, model_max_length=rr.max_length,
+        PreTrainedTokenizerFast(tokenizer_object=ce.loaded.tokenizer, model_max_length=ce.max_length,
                                 model_input_names=["input_ids", "token_type_ids", "attention_mask"],
                                 cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
                                 unk_token="[UNK]", mask_token="[MASK]").save_pretrained(tmp)
-        st = CrossEncoder(tmp, max_length=rr.max_length, device="cpu")
+        st = CrossEncoder(tmp, max_length=ce.max_length, device="cpu")
     paths: dict[str, Callable[[Any], Any]] = {
         "encode_100": lambda j: enc.encode(cands[j]),
         "rerank_with_vectors": lambda j: rr.compress(queries[j], with_vec[j]),
         "rerank_without_vectors": lambda j: rr.compress(queries[j], without[j]),
-        "logits": lambda j: rr.logits(queries[j], cands[j]),
-        "logits_torch_fp32": lambda j: rr_torch.logits(queries[j], cands[j]),
+        "cross_encoder_mix_without_vectors": lambda j: ce.compress(queries[j], without[j]),
+        "cross_encoder_logits": lambda j: ce.logits(queries[j], cands[j]),
+        "cross_encoder_logits_torch_fp32": lambda j: ce_torch.logits(queries[j], cands[j]),
         "sentence_transformers_cross_encoder": lambda j: st.predict(
             [(queries[j], t) for t in cands[j]], batch_size=32, show_progress_bar=False,
             activation_fn=torch.nn.Identity()),  # raw logits, as ours
@@ -155,30 +159,35 @@ def rerank_section(n_queries: int, repeats: int) -> dict[str, Any]:
     best, outs = interleaved(paths, list(range(len(queries))), repeats)
     t = {k: total(v) for k, v in best.items()}
     pairs = 100 * len(queries)
-    diff = max(float(np.abs(np.asarray(outs["logits"][j]) - np.asarray(
-        outs["sentence_transformers_cross_encoder"][j], dtype=np.float32).ravel()).max()) for j in range(len(queries)))
+    diff = max(float(np.abs(np.asarray(outs["cross_encoder_logits"][j]) - np.asarray(
+        outs["sentence_transformers_cross_encoder"][j], dtype=np.float32).ravel()).max())
+        for j in range(len(queries)))
     return {
-        "queries": len(queries), "candidates": 100, "path": str(rr.path), "max_length": rr.max_length,
-        "encode_100_ms": round(1000 * t["encode_100"] / len(queries), 1),
+        "queries": len(queries), "candidates": 100, "model": rr.model_name, "path": str(rr.path),
+        "max_length": rr.max_length, "encode_100_ms": round(1000 * t["encode_100"] / len(queries), 1),
         "rerank_with_vectors_ms": round(1000 * t["rerank_with_vectors"] / len(queries), 1),
         "rerank_without_vectors_ms": round(1000 * t["rerank_without_vectors"] / len(queries), 1),
         "ratio_rerank_with_vectors_to_encode": round(t["rerank_with_vectors"] / t["encode_100"], 2),
         "ratio_rerank_without_vectors_to_encode": round(t["rerank_without_vectors"] / t["encode_100"], 2),
-        "sentence_transformers_pairs_per_s": round(pairs / t["sentence_transformers_cross_encoder"], 1),
-        "logit_pairs_per_s": round(pairs / t["logits"], 1),
-        "torch_fp32_logit_pairs_per_s": round(pairs / t["logits_torch_fp32"], 1),
         "default_score_pairs_per_s": round(pairs / t["rerank_without_vectors"], 1),
-        "ratio_logits_vs_sentence_transformers": round(t["sentence_transformers_cross_encoder"] / t["logits"], 2),
+        "sentence_transformers_pairs_per_s": round(pairs / t["sentence_transformers_cross_encoder"], 1),
         "ratio_default_score_vs_sentence_transformers": round(
             t["sentence_transformers_cross_encoder"] / t["rerank_without_vectors"], 2),
-        "logit_max_abs_diff_vs_sentence_transformers": round(diff, 5),
+        "previous_default_cross_encoder_mix_ms": round(1000 * t["cross_encoder_mix_without_vectors"] / len(queries), 1),
+        "ratio_previous_default_to_encode": round(t["cross_encoder_mix_without_vectors"] / t["encode_100"], 2),
+        "cross_encoder_path": str(ce.path),
+        "cross_encoder_logit_pairs_per_s": round(pairs / t["cross_encoder_logits"], 1),
+        "cross_encoder_torch_fp32_logit_pairs_per_s": round(pairs / t["cross_encoder_logits_torch_fp32"], 1),
+        "ratio_cross_encoder_logits_vs_sentence_transformers": round(
+            t["sentence_transformers_cross_encoder"] / t["cross_encoder_logits"], 2),
+        "cross_encoder_logit_max_abs_diff_vs_sentence_transformers": round(diff, 5),
     }
 
 
 def latency_section(texts: list[str], vectors: np.ndarray, new_encoder: Any, n_queries: int) -> dict[str, Any]:
     from latentrag import FaissStore
     from latentrag.encoders import OnnxMiniLMEncoder, _onnx_available
-    from latentrag.retrievers import DenseRetriever
+    from latentrag.retrievers import DenseRetriever, MultiHopRetriever
 
     questions: list[str] = []
     for path in sorted((data_root() / "multihop").glob("dev_*.jsonl")):
@@ -192,19 +201,25 @@ def latency_section(texts: list[str], vectors: np.ndarray, new_encoder: Any, n_q
     if _onnx_available():
         encoders = {"before_int8_onnx": OnnxMiniLMEncoder(batch_size=8), **encoders}
     ids = [str(i) for i in range(len(texts))]
-    retrievers = {k: DenseRetriever(FaissStore.from_texts(texts, ids=ids, encoder=e, vectors=vectors), k=10)
-                  for k, e in encoders.items()}
+    stores = {k: FaissStore.from_texts(texts, ids=ids, encoder=e, vectors=vectors) for k, e in encoders.items()}
+    retrievers: dict[str, Any] = {}
+    for k, st in stores.items():
+        retrievers[f"dense/{k}"] = DenseRetriever(st, k=10)
+        retrievers[f"multihop/{k}"] = MultiHopRetriever(st, k=10)
     for r in retrievers.values():
         r.retrieve(questions[0])
     best, _ = interleaved({k: r.retrieve for k, r in retrievers.items()}, questions, 1)
     out: dict[str, Any] = {"queries": len(questions), "store": f"FaissStore flat, {len(texts)} passages, k=10"}
-    for k, times in best.items():
+    for name, times in best.items():
+        kind, k = name.split("/")
         ms = np.asarray(times) * 1000
-        out[k] = {"path": str(encoders[k].path), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-                  "p95_ms": round(float(np.percentile(ms, 95)), 2)}
-    if "before_int8_onnx" in out:
-        out["ratio_p50_before_to_after"] = round(out["before_int8_onnx"]["p50_ms"] / out["after"]["p50_ms"], 2)
-        out["ratio_p95_before_to_after"] = round(out["before_int8_onnx"]["p95_ms"] / out["after"]["p95_ms"], 2)
+        out.setdefault(kind, {})[k] = {"path": str(encoders[k].path), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+                                       "p95_ms": round(float(np.percentile(ms, 95)), 2)}
+    for kind in ("dense", "multihop"):
+        if "before_int8_onnx" in out[kind]:
+            before, after = out[kind]["before_int8_onnx"], out[kind]["after"]
+            out[kind]["ratio_p50_before_to_after"] = round(before["p50_ms"] / after["p50_ms"], 2)
+            out[kind]["ratio_p95_before_to_after"] = round(before["p95_ms"] / after["p95_ms"], 2)
     return out
 
 
@@ -308,7 +323,7 @@ def main() -> None:
         axes[1].bar(labels, [rr["encode_100_ms"], rr["rerank_with_vectors_ms"], rr["rerank_without_vectors_ms"]],
                     color=["grey", "C0", "C1"])
         axes[1].set_ylabel("ms per query, 100 candidates")
-        axes[1].set_title(f"cross-encoder ({rr['path']})")
+        axes[1].set_title(f"reranker ({rr['path']})")
         fig.tight_layout()
         fig.savefig(plot_path("speed"), dpi=120)
 

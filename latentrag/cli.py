@@ -26,6 +26,7 @@ TRAINERS = {
     "relevance": "latentrag.training.relevance",
     "reranker": "latentrag.training.reranker",
     "reranker-fusion": "latentrag.training.rerank_fusion",
+    "late-interaction": "latentrag.training.late_interaction",
     "tools": "latentrag.training.tools",
     "xrag": "latentrag.training.xrag",
 }

@@ -32,8 +32,10 @@ def test_shipped_reranker_orders_by_relevance_and_keeps_metadata(reranker):
     assert out[0].id == "d1" and {h.id for h in out} == {h.id for h in hits}
     assert [h.score for h in out] == sorted((h.score for h in out), reverse=True)
     cosine = float(reranker._cosines(Q, [TEXTS[1]], None)[0])
-    assert out[0].meta == {"src": 1, "original_score": pytest.approx(0.1), "rerank_logit": pytest.approx(3.0, abs=2),
-                           "rerank_cosine": pytest.approx(cosine, abs=1e-4)}
+    raw = reranker.logits(Q, TEXTS)[1]
+    assert out[0].meta == {"src": 1, "original_score": pytest.approx(0.1), "rerank_logit": pytest.approx(raw, abs=1e-4),
+                           "rerank_cosine": pytest.approx(cosine, abs=2e-3),
+                           "rerank_model": "latentrag/minilm-l6-late-interaction"}
     assert hits[1].score == pytest.approx(0.1)  # callers' hits untouched
     assert [h.id for h in CrossEncoderReranker(top_n=2).compress(Q, hits)] == [h.id for h in out[:2]]
     assert reranker.compress(Q, []) == []
@@ -44,8 +46,8 @@ def test_score_matches_compress_and_int8_is_close_to_fp32(reranker):
     int8 = CrossEncoderReranker(quantize=True).score(Q, TEXTS)
     assert np.argmax(s) == 1 and np.argmax(int8) == 1
     assert np.corrcoef(s, int8)[0, 1] > 0.95
-    # passage vectors given by a store are reused instead of re-encoding: same scores
-    assert reranker.encoder is not None  # the shipped model fuses the bi-encoder cosine
+    # passage vectors given by a store are accepted (the default takes its cosines from its own pass): same scores
+    assert reranker.encoder is not None
     vecs = [reranker.encoder.encode([t])[0] for t in TEXTS]
     np.testing.assert_allclose(reranker.score(Q, TEXTS, vectors=vecs), s, rtol=1e-4, atol=1e-4)
     logits = reranker.logits(Q, TEXTS)
@@ -128,9 +130,44 @@ def test_term_stats_bm25_uses_shipped_document_frequencies(tmp_path):
         TermStats.load(tmp_path / "missing.json.gz")
 
 
-def test_shipped_score_is_the_documented_learned_mix(reranker):
+def test_shipped_score_is_the_documented_late_interaction_mix(reranker):
+    """Recomputed here from the encoder's own outputs: cosines of encode(), MaxSim of token_states()."""
+    late = reranker.late
+    assert reranker.model_name == "latentrag/minilm-l6-late-interaction" and set(late.weights) <= {
+        "cosine", "maxsim", "bm25"}
+    assert set(late.meta["folds"]) >= {"dl20", "dl21"} and reranker.term_stats is not None
+    enc = reranker.encoder
+    vecs = enc.encode([Q, *TEXTS])
+    cos = vecs[1:] @ vecs[0]
+    states = [s / np.linalg.norm(s, axis=1, keepdims=True) for s in enc.token_states([Q, *TEXTS])]
+    ms = np.asarray([(states[0] @ d.T).max(axis=1).mean() for d in states[1:]])
+    bm25 = reranker.term_stats.bm25(Q, TEXTS)
+
+    def z(x):
+        return (x - x.mean()) / x.std()
+
+    w = late.weights
+    want = w["cosine"] * z(cos) + w["maxsim"] * z(ms) + w["bm25"] * z(bm25)
+    assert np.allclose(reranker.score(Q, TEXTS), want, atol=1e-2)
+    assert np.allclose(reranker.logits(Q, TEXTS), ms, atol=1e-3)
+    assert np.argmax(ms) == 1 and ms[1] > ms[3] > ms[0]  # MaxSim alone already puts Jaws first, Spielberg next
+    with pytest.raises(InvalidInputError, match="token states of the shipped MiniLM"):
+        CrossEncoderReranker(encoder=_Foreign())
+
+
+class _Foreign:
+    name, dim = "someone/else", 3
+
+    def encode(self, texts):
+        return np.ones((len(texts), 3), dtype=np.float32)
+
+
+def test_previous_cross_encoder_still_loads_with_its_documented_mix():
+    from latentrag.compressors.rerank import CROSS_ENCODER_NAME
     from latentrag.models.cross_encoder import fuse_scores
 
+    reranker = CrossEncoderReranker(CROSS_ENCODER_NAME)
+    assert reranker.late is None and CROSS_ENCODER_NAME in repr(reranker)
     fusion = reranker.fusion
     assert fusion["kind"] == "linear" and set(fusion["weights"]) == {"cosine", "logit", "bm25"}
     assert set(fusion["folds"]) >= {"dl20", "dl21"} and reranker.term_stats is not None
@@ -171,6 +208,10 @@ def test_relevance_filter_reads_multihop_provenance_flat_or_in_a_langchain_group
     assert f.hit_probabilities("q", [Hit("x", "t", score=0.5)])[1] == ["cosine"]
     reranked = Hit("x", "t", score=0.5, metadata={"rerank_logit": 2.0, "rerank_cosine": 0.6})
     assert f.hit_probabilities("q", [reranked])[1] == ["reranker"]
+    other = Hit("z", "t", score=0.5, metadata={"rerank_logit": 2.0, "rerank_cosine": 0.6,
+                                               "rerank_model": "cross-encoder/ms-marco-MiniLM-L-6-v2"})
+    with pytest.raises(InvalidInputError, match="fitted on the scores of 'latentrag/minilm-l6-late-interaction'"):
+        f.compress("q", [other])
     with pytest.raises(InvalidInputError, match="rerank_cosine"):  # another model's logit: the shipped map refuses
         f.compress("q", [Hit("y", "t", score=0.5, metadata={"rerank_logit": 2.0})])
     with pytest.raises(InvalidInputError, match="needs hits of a MultiHopRetriever"):

@@ -20,8 +20,10 @@ list (answer "I don't know", or fall back to no retrieval).
   passage is barely about the question by design, so its question similarity alone would drop it; what
   found it (a title link, a strong parent, its path score) says more. Fitted on the multi-hop *training*
   questions (``latentrag train relevance``), its threshold keeps 90% of the gold passages there;
-- a hit scored by the shipped ``CrossEncoderReranker()``: its raw logit (``metadata["rerank_logit"]``; the
-  reranker's fused ranking score is only relative within a query), ``score="reranker"``;
+- a hit scored by the shipped ``CrossEncoderReranker()``: its raw score (``metadata["rerank_logit"]``, the
+  MaxSim of the default late-interaction score; the reranker's mixed ranking score is only relative within
+  a query) and its cosine, ``score="reranker"``; a hit another reranker scored
+  (``metadata["rerank_model"]``) is refused rather than mis-calibrated;
 - any other hit: its bi-encoder cosine (``metadata["dense_score"]`` of a hybrid hit, else the hit's
   score, as a ``DenseRetriever`` gives it), ``score="cosine"``.
 
@@ -350,6 +352,13 @@ class RelevanceFilter(BaseCompressor):
                     raise InvalidInputError(msg)
                 probs[idx] = cal.probabilities(hop_features([hits[j].id for j in idx], provs))  # type: ignore[arg-type]
             else:
+                scorer = cal.report.get("scorer") if kind == "reranker" else None
+                other = [hits[j] for j in idx if scorer and hits[j].meta.get("rerank_model", scorer) != scorer]
+                if other:
+                    msg = (f"this reranker map was fitted on the scores of {scorer!r}, but hit {other[0].id!r} was "
+                           f"scored by {other[0].meta['rerank_model']!r}; fit a filter for that reranker with "
+                           "RelevanceFilter.fit(queries, scores, labels).")
+                    raise InvalidInputError(msg)
                 raw = np.asarray([self._raw(hits[j], kind) for j in idx], dtype=np.float64)
                 probs[idx] = cal.probabilities(raw, self._query_vector(query, cal), self._cosines(hits, idx, cal))
         return probs, kinds

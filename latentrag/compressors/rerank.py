@@ -1,29 +1,29 @@
-"""``CrossEncoderReranker``: re-score (query, passage) pairs with a cross-encoder, fast on a CPU.
+"""``CrossEncoderReranker``: re-score (query, passage) pairs, fast on a CPU.
+
+The shipped default (``model=None``, :data:`LATE_INTERACTION_NAME`) scores with the shipped MiniLM alone,
+in one encoder pass over the query and the candidates: from their token states come the bi-encoder cosine
+(mean pooling) and MaxSim (``mean_i max_j cos(q_i, d_j)``, ColBERT's late interaction), and BM25 over the
+candidates comes from document frequencies shipped beside it. The ranking score is a per-query mix of
+z-scores, ``z(cosine) + 3 z(maxsim) + 0.1 z(bm25)`` (:mod:`latentrag.models.late_interaction`; weights fitted
+leave-one-source-out on seven labelled sources, ``latentrag train late-interaction``). It replaced the
+cross-encoder trained in this project, which ranked below the bi-encoder on its own, needed the bi-encoder
+pass besides its own and cost twice as much for no better mix (``benchmarks/rerank.py``); that model still
+loads as ``CrossEncoderReranker(CROSS_ENCODER_NAME)``. Hits' stored ``vector`` is not needed by the default
+(the cosine comes from the same pass); the cross-encoder's mix reuses it.
 
 Speed comes from the execution path :mod:`latentrag.device` picks for this CPU (``precision="auto"``):
 bf16 torch where the CPU has native bf16 (AMX, AVX-512 BF16), else one fused fp32 ONNX Runtime graph
-built from the same weights (when ``onnxruntime`` is installed; the same logits), else fp32 torch; from
-pairs sorted by token length and batched so padding stays small (length bucketing); and from each thread
-tokenizing with its own copy of the Rust tokenizer, so concurrent calls never hit the "Already borrowed"
-error of a shared one. ``quantize=True`` (or ``precision="int8"``) runs the Linear layers as int8 (PyTorch
-dynamic quantization): it cost 0.017 nDCG@10 on DL20 for the shipped model (``benchmarks/rerank.py``), so
-it is never picked on its own.
+built from the same weights (when ``onnxruntime`` is installed), else fp32 torch; and from texts sorted by
+token length and batched so padding stays small (length bucketing). For a cross-encoder, each thread
+tokenizes with its own copy of the Rust tokenizer, so concurrent calls never hit the "Already borrowed"
+error of a shared one. ``quantize=True`` (or ``precision="int8"``) runs int8 (the int8 ONNX encoder for the
+default, PyTorch dynamic quantization for a cross-encoder); it is never picked on its own.
 
-The shipped default (``model=None``) is a MiniLM-L6 cross-encoder trained in this project
-(``latentrag train reranker``). On its own its logit ranks below the bi-encoder it started from, so its
-ranking score is a per-query mix of three z-scored pieces of evidence, ``z(cosine) + b * z(logit) +
-c * z(bm25)``: the shipped bi-encoder's cosine, the cross-encoder logit, and BM25 over the candidates with
-document frequencies shipped beside the weights (:class:`~latentrag.models.term_stats.TermStats`; a
-candidate list alone cannot tell a rare word from a common one). ``b`` and ``c`` were fitted on seven
-labelled sources, leave-one-source-out (``latentrag train reranker-fusion``, ``fusion.json``; figures in
-``benchmarks/rerank.py``). The cosines need the query and passage embeddings: a hit's own ``vector`` is
-reused, else the passages without one are encoded with the shipped MiniLM together with the query, in
-one batched call (cached). Fused scores rank one query's candidates; they are not comparable across
-queries, so ``compress`` also records the raw logit as ``metadata["rerank_logit"]`` and the cosine as
-``metadata["rerank_cosine"]``, which is what
-:class:`~latentrag.compressors.RelevanceFilter` calibrates.
-Any Hugging Face ``*ForSequenceClassification`` cross-encoder (``cross-encoder/ms-marco-MiniLM-L-6-v2``)
-or an ONNX export loads too, and scores with its logit alone.
+Mixed scores rank one query's candidates; they are not comparable across queries, so ``compress`` also
+records the raw score (the MaxSim, or a cross-encoder's logit) as ``metadata["rerank_logit"]`` and the
+cosine as ``metadata["rerank_cosine"]``, which is what :class:`~latentrag.compressors.RelevanceFilter`
+calibrates. Any Hugging Face ``*ForSequenceClassification`` cross-encoder
+(``cross-encoder/ms-marco-MiniLM-L-6-v2``) or an ONNX export loads too, and scores with its logit alone.
 """
 
 from __future__ import annotations
@@ -39,7 +39,14 @@ import torch
 from latentrag.compressors.base import BaseCompressor
 from latentrag.device import ExecutionPath, choose_path, take_path
 from latentrag.device import threads as device_threads
-from latentrag.encoders import Encoder, default_encoder, load_encoder, plan_batches
+from latentrag.encoders import (
+    DEFAULT_ENCODER_NAME,
+    Encoder,
+    default_encoder,
+    load_encoder,
+    plan_batches,
+    shipped_encoder,
+)
 from latentrag.errors import InvalidInputError, check_positive_int, check_query
 from latentrag.models.cross_encoder import (
     LoadedCrossEncoder,
@@ -50,6 +57,8 @@ from latentrag.models.cross_encoder import (
     load_cross_encoder,
     logits_to_scores,
 )
+from latentrag.models.late_interaction import NAME as LATE_INTERACTION_NAME
+from latentrag.models.late_interaction import LateInteractionScore, maxsim, pooled_cosines
 from latentrag.models.term_stats import TermStats
 from latentrag.types import Hit
 from latentrag.validate import check_str_list
@@ -57,14 +66,19 @@ from latentrag.validate import check_str_list
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 256
+#: The cross-encoder trained in this project (the default until the late-interaction score replaced it).
+CROSS_ENCODER_NAME = "latentrag/minilm-l6-cross-encoder"
 
 
 class CrossEncoderReranker(BaseCompressor):
-    """Re-score hits with a cross-encoder, best first, cut to ``top_n`` (``None``: keep all).
+    """Re-score hits, best first, cut to ``top_n`` (``None``: keep all).
 
-    ``compress`` keeps ids and metadata and records the incoming score as ``metadata["original_score"]``
-    and the cross-encoder's own logit as ``metadata["rerank_logit"]``. ``score(query, texts)`` returns
-    the ranking scores, ``logits(query, texts)`` the raw logits. Thread-safe.
+    ``model``: None (the shipped late-interaction score over the shipped MiniLM, see the module docstring),
+    :data:`CROSS_ENCODER_NAME` (the cross-encoder trained here, with its mix), or any cross-encoder by hub
+    name, folder or ONNX export. ``encoder``: the shipped MiniLM on another path (the default needs its token
+    states). ``compress`` keeps ids and metadata and records the incoming score as
+    ``metadata["original_score"]`` and the model's raw score as ``metadata["rerank_logit"]``.
+    ``score(query, texts)`` returns the ranking scores, ``logits(query, texts)`` the raw ones. Thread-safe.
 
     ``precision``: ``"auto"`` (the fastest path whose scores match fp32 on this CPU, see the module
     docstring; ``$LATENTRAG_PRECISION`` can force one), ``"fp32"``, ``"bf16"`` or ``"int8"``; ``backend``
@@ -86,17 +100,23 @@ class CrossEncoderReranker(BaseCompressor):
         max_batch_tokens: int | None = None,
         backend: str = "auto",
     ) -> None:
-        self.loaded: LoadedCrossEncoder = load_cross_encoder(model, tokenizer=tokenizer)
         self.top_n = None if top_n is None else check_positive_int("top_n", top_n)
         self.batch_size = check_positive_int("batch_size", batch_size)
-        limit = min(self.loaded.max_position, 512)
-        wanted = max_length or self.loaded.max_length or DEFAULT_MAX_LENGTH
-        self.max_length = min(check_positive_int("max_length", wanted), limit)
-        self.model_name = self.loaded.name
-        self._module = self.loaded.model
         if backend not in ("auto", "torch", "onnx"):
             msg = f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}."
             raise InvalidInputError(msg)
+        self.late: LateInteractionScore | None = None
+        if model is None or str(model) == LATE_INTERACTION_NAME:
+            self._init_late_interaction(encoder, "int8" if quantize else precision, backend)
+            return
+        if str(model) == CROSS_ENCODER_NAME:
+            model = None
+        self.loaded: LoadedCrossEncoder = load_cross_encoder(model, tokenizer=tokenizer)
+        limit = min(self.loaded.max_position, 512)
+        wanted = max_length or self.loaded.max_length or DEFAULT_MAX_LENGTH
+        self.max_length = min(check_positive_int("max_length", wanted), limit)
+        self.model_name = CROSS_ENCODER_NAME if model is None else self.loaded.name
+        self._module = self.loaded.model
         self.path = self._choose_path("int8" if quantize else precision, backend)
         self._runtime = self.path.backend
         if self.loaded.kind == "torch":
@@ -121,6 +141,26 @@ class CrossEncoderReranker(BaseCompressor):
                 self.term_stats = TermStats.load(self.fusion["term_stats"])
         self._tok_json = self.loaded.tokenizer.to_str()
         self._local = threading.local()
+
+    def _init_late_interaction(self, encoder: Encoder | str | None, precision: str, backend: str) -> None:
+        """The shipped default: the late-interaction score over the shipped MiniLM's token states."""
+        self.late = LateInteractionScore.load()
+        self.model_name = LATE_INTERACTION_NAME
+        if encoder is None:
+            auto = precision == "auto" and backend == "auto"
+            self.encoder = default_encoder() if auto else shipped_encoder(backend, precision)
+        else:
+            self.encoder = load_encoder(encoder)
+        if getattr(self.encoder, "name", None) != DEFAULT_ENCODER_NAME or not hasattr(self.encoder, "token_states"):
+            msg = (f"the shipped reranker scores with the token states of the shipped MiniLM "
+                   f"({DEFAULT_ENCODER_NAME}); got encoder {getattr(self.encoder, 'name', self.encoder)!r}. Leave "
+                   f"encoder=None, or pass model={CROSS_ENCODER_NAME!r} (or any cross-encoder) to score without it.")
+            raise InvalidInputError(msg)
+        path = getattr(self.encoder, "path", None)
+        self.path = path if path is not None else ExecutionPath("torch", "fp32", device_threads(), "custom encoder")
+        self.max_length = int(getattr(self.encoder, "max_length", DEFAULT_MAX_LENGTH))
+        self.fusion = None
+        self.term_stats = TermStats.load(self.late.term_stats) if self.late.term_stats else None
 
     def __repr__(self) -> str:
         return (f"CrossEncoderReranker(model={self.model_name!r}, top_n={self.top_n}, max_length={self.max_length}, "
@@ -169,15 +209,21 @@ class CrossEncoderReranker(BaseCompressor):
         return [float(x) for x in self._scores(query, texts, vectors)[0]]
 
     def logits(self, query: str, texts: Sequence[str]) -> list[float]:
-        """The cross-encoder's raw relevance logits (comparable across queries), in the given order."""
+        """The model's raw relevance scores, comparable across queries, in the given order: a cross-encoder's
+        logits, or the MaxSim of the shipped late-interaction score."""
         check_query(query)
         texts = check_str_list("texts", texts, storable=False)
-        return [float(x) for x in self._logits(query, texts)] if texts else []
+        if not texts:
+            return []
+        raw = self._evidence(query, texts, None)[0] if self.late is not None else self._logits(query, texts)
+        return [float(x) for x in raw]
 
     def _scores(self, query: str, texts: list[str], vectors: Sequence[np.ndarray | None] | None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(ranking scores, logits, bi-encoder cosines or None when the score does not use them)."""
         logits, cosines, bm25 = self._evidence(query, texts, vectors)
+        if self.late is not None:
+            return self.late.fuse({"cosine": cosines, "maxsim": logits, "bm25": bm25}), logits, cosines
         if cosines is None:
             return logits, logits, None
         return fuse_scores(logits, cosines, self.fusion, bm25), logits, cosines
@@ -185,7 +231,16 @@ class CrossEncoderReranker(BaseCompressor):
     def _evidence(self, query: str, texts: list[str], vectors: Sequence[np.ndarray | None] | None
                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """What the ranking score is made of: logits, and where the model has a fusion the bi-encoder
-        cosines and (with term statistics) BM25 over the candidates."""
+        cosines and (with term statistics) BM25 over the candidates. The late-interaction default gives its
+        MaxSim in the logits' place, and its cosines come from the same encoder pass (``vectors`` unused)."""
+        if self.late is not None:
+            states = self.encoder.token_states([query, *texts])  # type: ignore[union-attr]
+            truncated = sum(1 for st in states[1:] if len(st) >= self.max_length)
+            if truncated:
+                logger.info("%d of %d passages were longer than max_length=%d tokens and were truncated",
+                            truncated, len(texts), self.max_length)
+            bm25 = self.term_stats.bm25(query, texts) if self.term_stats is not None else None
+            return maxsim(states[0], states[1:]), pooled_cosines(states[0], states[1:]), bm25
         logits = self._logits(query, texts)
         if not self.fusion:
             return logits, None, None
@@ -244,7 +299,8 @@ class CrossEncoderReranker(BaseCompressor):
         order = np.argsort(-scores, kind="stable")
         if self.top_n is not None:
             order = order[: self.top_n]
-        extra = [{} if cosines is None else {"rerank_cosine": float(cosines[j])} for j in range(len(hits))]
+        extra = [{"rerank_model": self.model_name} if cosines is None else
+                 {"rerank_cosine": float(cosines[j]), "rerank_model": self.model_name} for j in range(len(hits))]
         return [hits[j].copy(score=float(scores[j]), metadata={**hits[j].meta, "original_score": hits[j].score,
                                                                "rerank_logit": float(logits[j]), **extra[j]})
                 for j in order]

@@ -1,5 +1,5 @@
-"""Demo section: dense top-20, then the reranker's order (cosine, cross-encoder and BM25 evidence mixed) and
-the relevance filter's cut."""
+"""Demo section: dense top-20, then the reranker's order (bi-encoder cosine, late-interaction MaxSim and BM25
+mixed) and the relevance filter's cut."""
 
 from __future__ import annotations
 
