@@ -232,12 +232,14 @@ def lm_section(n_questions: int, new_tokens: int) -> dict[str, Any]:
     from latentrag.readers.xrag import XRAGReader
 
     items: list[tuple[str, list[str]]] = []
+    golds: list[list[str]] = []
     for path in sorted((data_root() / "multihop").glob("dev_*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
             ps = [f"{p.get('title') or ''}: {p['text']}" for p in (*r["gold"][:1], *r.get("pool", [])[:4])]
             if len(ps) == 5:
                 items.append((r["question"], ps))
+                golds.append([str(a) for a in (r["answer"] if isinstance(r["answer"], list) else [r["answer"]])])
             if len(items) == n_questions:
                 break
         if len(items) == n_questions:
@@ -271,6 +273,10 @@ def lm_section(n_questions: int, new_tokens: int) -> dict[str, Any]:
     out["ratio_decode_bf16_to_fp32"] = round(out["bf16"]["decode_tokens_per_s"] / out["fp32"]["decode_tokens_per_s"], 2)
     same = sum(a == b for a, b in zip(answers["fp32"], answers["bf16"], strict=False))
     out["same_greedy_answers"] = f"{same}/{n_bf16}"
+    for p in readers:  # answer quality on the questions both paths answered: the gold answer in the answer
+        hits = [any(g.lower() in str(a).lower() for g in gold) for a, gold in zip(answers[p][:n_bf16], golds,
+                                                                                 strict=False)]
+        out[p]["answer_contains_gold"] = round(float(np.mean(hits)), 3) if hits else None
     if not native:
         out["note"] = "no native bf16 on this CPU: the bf16 path is emulated; auto takes fp32 here"
     return out
