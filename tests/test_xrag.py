@@ -280,6 +280,9 @@ def test_bf16_path_agrees_with_fp32(reader, monkeypatch, caplog):
         assert bf16.answer(q, PASSAGES[:2], mode="text", max_new_tokens=6) == fp32.answer(
             q, PASSAGES[:2], mode="text", max_new_tokens=6)
     assert load_lm(precision="bf16") is bf16.lm  # loaded once per precision
+    monkeypatch.delenv("LATENTRAG_PRECISION", raising=False)
+    auto = load_lm()  # bf16 changed greedy answers on the dev questions: auto keeps fp32, even with native bf16
+    assert auto.path.precision == "fp32" and "precision='bf16'" in auto.path.reason
     with pytest.raises(ModelLoadError, match="no int8 path"):
         load_lm(precision="int8")
     monkeypatch.setenv("LATENTRAG_PRECISION", "int8")  # set for the encoder: the LM warns and chooses itself
