@@ -140,6 +140,12 @@ def test_bert_fusable_says_why_not():
 # ------------------------------------------------------------------ every path agrees with the fast one
 
 
+#: Score gap under which two documents count as tied for a rank: a path within cosine 0.99992 of another moves
+#: a unit vector by at most sqrt(2 * 0.00008) = 0.0126, so a query's score by at most that (the fast path
+#: mixes bf16 passages with fp32 ones: one text, or a cached one, runs on the short-batch fp32 graph).
+TIE = 0.013
+
+
 def _fallback_precisions() -> list[str]:
     return sorted({p for _, p in shipped_paths()})
 
@@ -168,8 +174,12 @@ def test_forced_path_agrees_with_the_fast_path(precision, fast, monkeypatch):
     got_docs, got_q = forced.encode(texts), forced.encode(QUERIES)
     cos = np.concatenate([(got_docs * docs).sum(1), (got_q * queries).sum(1)])
     assert cos.min() >= MIN_COSINE[precision], (forced.path, float(cos.min()))
-    for want, got in zip(_top3(queries, docs), _top3(got_q, got_docs), strict=True):
-        assert got[0] == want[0] and set(got) == set(want)
+    ref = queries @ docs.T
+    for row, got in zip(ref, _top3(got_q, got_docs), strict=True):
+        # the same top 3 up to near-ties: every document the forced path ranks in the top 3 scores, by the fast
+        # path's embeddings, within TIE of that rank's score there (a tie broken the other way is not an error)
+        want = np.sort(row)[::-1][:3]
+        assert all(row[g] >= want[i] - TIE for i, g in enumerate(got)), (forced.path, got, want)
     chunks = forced.encode_chunks(texts[:3], 2)  # chunk embeddings work on every path
     assert chunks.shape == (3, 3, 384)
     assert (chunks[:, 0] * docs[:3]).sum(1).min() >= MIN_COSINE[precision]
