@@ -54,3 +54,20 @@ def plot_path(name: str) -> Path:
     return RESULTS / f"{name}.png"
 
 
+def sentence_transformers_cross_encoder(reranker: Any) -> Any:
+    """``sentence_transformers.CrossEncoder`` on the same weights and tokenizer as a torch
+    ``CrossEncoderReranker`` (the baseline of the speed figures)."""
+    import tempfile
+
+    from sentence_transformers import CrossEncoder
+    from transformers import PreTrainedTokenizerFast
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reranker.loaded.model.save_pretrained(tmp)
+        # token_type_ids named explicitly: PreTrainedTokenizerFast drops them by default, and the model
+        # (trained with segment ids) then scores other pairs (logits off by up to 0.9)
+        PreTrainedTokenizerFast(tokenizer_object=reranker.loaded.tokenizer, model_max_length=reranker.max_length,
+                                model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+                                cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+                                unk_token="[UNK]", mask_token="[MASK]").save_pretrained(tmp)
+        return CrossEncoder(tmp, max_length=reranker.max_length, device="cpu")

@@ -30,14 +30,13 @@ import gzip
 import io
 import math
 import re
-import tempfile
 import time
 import zipfile
 from collections import Counter
 from typing import Any
 
 import numpy as np
-from _common import data_root, plot_path, report
+from _common import data_root, plot_path, report, sentence_transformers_cross_encoder
 
 from latentrag.compressors import CrossEncoderReranker, RelevanceFilter
 from latentrag.compressors.relevance import precision_recall
@@ -249,24 +248,14 @@ def main() -> None:
 
     # --- speed on DL20 candidates: the default score against sentence-transformers' CrossEncoder on the
     # previous default's weights (the cross-encoder a user would otherwise run), and that cross-encoder here
-    from sentence_transformers import CrossEncoder
-
     n = args.speed_queries
     pairs_q = [q for q in queries[:n] for _ in range(len(cands[0]))]
     flat = [t for c in cands[:n] for t in c]
-    with tempfile.TemporaryDirectory() as tmp:
-        ce.loaded.model.save_pretrained(tmp)
-        from transformers import PreTrainedTokenizerFast
-
-        PreTrainedTokenizerFast(tokenizer_object=ce.loaded.tokenizer, model_max_length=ce.max_length,
-                                model_input_names=["input_ids", "token_type_ids", "attention_mask"],
-                                cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
-                                unk_token="[UNK]", mask_token="[MASK]").save_pretrained(tmp)
-        st = CrossEncoder(tmp, max_length=ce.max_length, device="cpu")
-        st.predict(list(zip(pairs_q[:32], flat[:32], strict=True)), batch_size=32)
-        t0 = time.perf_counter()
-        st.predict(list(zip(pairs_q, flat, strict=True)), batch_size=32)
-        st_pps = len(flat) / (time.perf_counter() - t0)
+    st = sentence_transformers_cross_encoder(ce)
+    st.predict(list(zip(pairs_q[:32], flat[:32], strict=True)), batch_size=32)
+    t0 = time.perf_counter()
+    st.predict(list(zip(pairs_q, flat, strict=True)), batch_size=32)
+    st_pps = len(flat) / (time.perf_counter() - t0)
     timed = {}
     for name, fn in (("cross_encoder", lambda q, c: ce.score(q, c)), ("default", lambda q, c: rr.score(q, c))):
         fn(queries[0], cands[0][:8])

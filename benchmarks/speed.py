@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from _common import data_root, plot_path, report
+from _common import data_root, plot_path, report, sentence_transformers_cross_encoder
 from encode import passages
 
 
@@ -114,8 +113,6 @@ def encoder_section(texts: list[str], repeats: int, slice_size: int) -> tuple[di
 
 def rerank_section(n_queries: int, repeats: int) -> dict[str, Any]:
     import torch
-    from sentence_transformers import CrossEncoder
-    from transformers import PreTrainedTokenizerFast
 
     from latentrag import Hit
     from latentrag.compressors import CrossEncoderReranker
@@ -134,15 +131,7 @@ def rerank_section(n_queries: int, repeats: int) -> dict[str, Any]:
     vecs = [enc.encode(c) for c in cands]
     with_vec = [[Hit(str(j), t, vector=v[j]) for j, t in enumerate(c)] for c, v in zip(cands, vecs, strict=True)]
     without = [[Hit(str(j), t) for j, t in enumerate(c)] for c in cands]
-    with tempfile.TemporaryDirectory() as tmp:
-        ce.loaded.model.save_pretrained(tmp)
-        # token_type_ids named explicitly: PreTrainedTokenizerFast drops them by default, and the model
-        # (trained with segment ids) then scores other pairs (logits off by up to 0.9)
-        PreTrainedTokenizerFast(tokenizer_object=ce.loaded.tokenizer, model_max_length=ce.max_length,
-                                model_input_names=["input_ids", "token_type_ids", "attention_mask"],
-                                cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
-                                unk_token="[UNK]", mask_token="[MASK]").save_pretrained(tmp)
-        st = CrossEncoder(tmp, max_length=ce.max_length, device="cpu")
+    st = sentence_transformers_cross_encoder(ce)
     paths: dict[str, Callable[[Any], Any]] = {
         "encode_100": lambda j: enc.encode(cands[j]),
         "rerank_with_vectors": lambda j: rr.compress(queries[j], with_vec[j]),

@@ -299,8 +299,11 @@ class CrossEncoderReranker(BaseCompressor):
         order = np.argsort(-scores, kind="stable")
         if self.top_n is not None:
             order = order[: self.top_n]
-        extra = [{"rerank_model": self.model_name} if cosines is None else
-                 {"rerank_cosine": float(cosines[j]), "rerank_model": self.model_name} for j in range(len(hits))]
-        return [hits[j].copy(score=float(scores[j]), metadata={**hits[j].meta, "original_score": hits[j].score,
-                                                               "rerank_logit": float(logits[j]), **extra[j]})
-                for j in order]
+        out = []
+        for j in order:
+            meta = {**hits[j].meta, "original_score": hits[j].score, "rerank_logit": float(logits[j])}
+            if cosines is not None:
+                meta["rerank_cosine"] = float(cosines[j])
+            meta["rerank_model"] = self.model_name
+            out.append(hits[j].copy(score=float(scores[j]), metadata=meta))
+        return out

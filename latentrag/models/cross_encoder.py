@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from latentrag.errors import ModelLoadError
+from latentrag.models.late_interaction import zscore as _zscore
 
 logger = logging.getLogger(__name__)
 
@@ -321,11 +322,6 @@ def shipped_fusion(path: str | os.PathLike[str] = SHIPPED_DIR) -> dict[str, Any]
     cfg = json.loads((folder / "config.json").read_text())
     fusion = cfg.get("latentrag", {}).get("fusion")
     return dict(fusion) if fusion else None
-
-
-def _zscore(x: np.ndarray) -> np.ndarray:
-    std = float(x.std()) if x.size > 1 else 0.0
-    return (x - x.mean()) / std if std > 1e-6 else np.zeros_like(x)
 
 
 def fuse_scores(logits: np.ndarray, cosines: np.ndarray, fusion: dict[str, Any] | None,
