@@ -215,8 +215,10 @@ class CrossEncoderReranker(BaseCompressor):
         texts = check_str_list("texts", texts, storable=False)
         if not texts:
             return []
-        raw = self._evidence(query, texts, None)[0] if self.late is not None else self._logits(query, texts)
-        return [float(x) for x in raw]
+        if self.late is not None:
+            states = self._token_states(query, texts)
+            return [float(x) for x in maxsim(states[0], states[1:])]
+        return [float(x) for x in self._logits(query, texts)]
 
     def _scores(self, query: str, texts: list[str], vectors: Sequence[np.ndarray | None] | None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -234,11 +236,7 @@ class CrossEncoderReranker(BaseCompressor):
         cosines and (with term statistics) BM25 over the candidates. The late-interaction default gives its
         MaxSim in the logits' place, and its cosines come from the same encoder pass (``vectors`` unused)."""
         if self.late is not None:
-            states = self.encoder.token_states([query, *texts])  # type: ignore[union-attr]
-            truncated = sum(1 for st in states[1:] if len(st) >= self.max_length)
-            if truncated:
-                logger.info("%d of %d passages were longer than max_length=%d tokens and were truncated",
-                            truncated, len(texts), self.max_length)
+            states = self._token_states(query, texts)
             bm25 = self.term_stats.bm25(query, texts) if self.term_stats is not None else None
             return maxsim(states[0], states[1:]), pooled_cosines(states[0], states[1:]), bm25
         logits = self._logits(query, texts)
@@ -246,6 +244,15 @@ class CrossEncoderReranker(BaseCompressor):
             return logits, None, None
         bm25 = self.term_stats.bm25(query, texts) if self.term_stats is not None else None
         return logits, self._cosines(query, texts, vectors), bm25
+
+    def _token_states(self, query: str, texts: list[str]) -> list[np.ndarray]:
+        """The late-interaction default's one encoder pass: the query's token states, then each passage's."""
+        states: list[np.ndarray] = self.encoder.token_states([query, *texts])  # type: ignore[union-attr]
+        truncated = sum(1 for st in states[1:] if len(st) >= self.max_length)
+        if truncated:
+            logger.info("%d of %d passages were longer than max_length=%d tokens and were truncated",
+                        truncated, len(texts), self.max_length)
+        return states
 
     def _cosines(self, query: str, texts: list[str], vectors: Sequence[np.ndarray | None] | None) -> np.ndarray:
         assert self.encoder is not None
