@@ -4,12 +4,14 @@
 
 - nDCG@10 on TREC DL20 and DL21 (BM25 top-100 from ``rerank/trec_dl``) and on SciFact (BEIR test claims;
   first stage: BM25 top-``depth`` over the 5,183 abstracts, computed here) for the first stage, the
-  shipped bi-encoder's order of the same candidates, MaxSim over its token states alone, the cross-encoder
-  logit alone, the previous default (the cross-encoder mix, ``CrossEncoderReranker(CROSS_ENCODER_NAME)``)
-  and ``CrossEncoderReranker()`` (the default: ``z(cosine) + b z(maxsim) + c z(bm25)``, ``latentrag train
-  late-interaction``). DL20 and DL21 are each scored with the weights fitted *without* that set (the
-  ``folds`` of each mix): those are the held-out figures; the shipped weights are shown beside them. SciFact
-  was never used for any fit or selection.
+  shipped bi-encoder's order of the same candidates, MaxSim over its token states alone, the untuned
+  late-interaction mix (``z(cos) + 3 z(maxsim) + 0.1 z(bm25)`` on the shipped MiniLM, the previous
+  default), the cross-encoder logit alone and its mix (``CrossEncoderReranker(CROSS_ENCODER_NAME)``), MaxSim
+  of the tuned layer alone, and ``CrossEncoderReranker()`` (the default: the same kind of mix over the token
+  states of the MiniLM with its fine-tuned last layer, ``latentrag train late-interaction``). DL20 and DL21
+  are each scored with the fold model whose layer *and* mix never saw that set (``benchmarks/folds/``,
+  ``--hold``): those are the held-out figures; the shipped model (trained on both) is shown beside them.
+  SciFact was never used for any fit or selection.
 - ``RelevanceFilter()`` after ``MultiHopRetriever(store, k=10)`` on the shared multi-hop dev sets (titled and
   untitled passages; the filter's multi-hop map was fitted on the training questions): share of the gold
   passages the retriever found that the filter keeps, and of the other hits it drops.
@@ -33,6 +35,7 @@ import re
 import time
 import zipfile
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,23 +110,38 @@ Evidence = dict[str, np.ndarray]
 def evidence(rr: CrossEncoderReranker, ce: CrossEncoderReranker, queries: list[str],
              cands: list[list[str]]) -> list[Evidence]:
     """Per query, every piece of evidence any arm needs, computed once: the default's cosine, MaxSim and BM25
-    (one encoder pass over the candidates) and the cross-encoder's logit (the previous default)."""
+    (one pass of its tuned MiniLM over the candidates), the shipped MiniLM's cosine (the bi-encoder order) and
+    MaxSim (the untuned late interaction), and the cross-encoder's logit (the previous default)."""
+    from latentrag.models.late_interaction import maxsim, pooled_cosines
+
+    shipped = default_encoder()
     out = []
     for q, texts in zip(queries, cands, strict=True):
         ms, cos, bm25 = rr._evidence(q, texts, None)
         assert cos is not None and bm25 is not None
-        out.append({"cosine": cos, "maxsim": ms, "bm25": bm25, "logit": np.asarray(ce._logits(q, texts))})
+        states = shipped.token_states([q, *texts])
+        out.append({"cosine": cos, "maxsim": ms, "bm25": bm25, "logit": np.asarray(ce._logits(q, texts)),
+                    "shipped_cosine": pooled_cosines(states[0], states[1:]),
+                    "shipped_maxsim": maxsim(states[0], states[1:])})
     return out
 
 
+#: The late-interaction mix shipped before the last layer was tuned (untuned MiniLM token states).
+UNTUNED_MIX = {"cosine": 1.0, "maxsim": 3.0, "bm25": 0.1}
+
+
 def arm_scores(ev: Evidence, arm: dict[str, Any]) -> np.ndarray:
-    """An arm: ``{"part": name}`` (that evidence alone), ``{"late": weights}`` (the default's mix) or
-    ``{"fusion": spec}`` (the cross-encoder's mix, ``fuse_scores``)."""
+    """An arm: ``{"part": name}`` (that evidence alone), ``{"late": weights}`` (a late-interaction mix;
+    with ``"shipped": True`` over the shipped MiniLM's cosine and MaxSim) or ``{"fusion": spec}`` (the
+    cross-encoder's mix, ``fuse_scores``)."""
     if "part" in arm:
         return ev[arm["part"]]
     if "late" in arm:
-        return LateInteractionScore(arm["late"]).fuse(dict(ev))
-    return fuse_scores(ev["logit"], ev["cosine"], arm["fusion"], ev["bm25"])
+        parts = dict(ev)
+        if arm.get("shipped"):
+            parts.update(cosine=ev["shipped_cosine"], maxsim=ev["shipped_maxsim"])
+        return LateInteractionScore(arm["late"]).fuse(parts)
+    return fuse_scores(ev["logit"], ev["shipped_cosine"], arm["fusion"], ev["bm25"])
 
 
 def arm_ndcg(evs: list[Evidence], arm: dict[str, Any], ids: list[list[str]], qids: list[str],
@@ -134,30 +152,41 @@ def arm_ndcg(evs: list[Evidence], arm: dict[str, Any], ids: list[list[str]], qid
 
 
 def arms_for(split: str | None, late: LateInteractionScore, ce_fusion: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The arms of one test set; on DL20/DL21 each mix takes the weights fitted without that set."""
-    folds = late.meta.get("folds", {})
+    """The arms of one test set (the cross-encoder mix takes the weights fitted without that set)."""
     ce_folds = ce_fusion.get("folds", {})
-    return {"biencoder": {"part": "cosine"}, "maxsim_alone": {"part": "maxsim"},
+    return {"biencoder": {"part": "shipped_cosine"}, "untuned_maxsim_alone": {"part": "shipped_maxsim"},
+            "untuned_late_interaction": {"late": UNTUNED_MIX, "shipped": True},
             "cross_encoder_logit_alone": {"part": "logit"},
             "previous_default_cross_encoder_mix": {"fusion": {**ce_fusion, "weights": ce_folds.get(
                 split, ce_fusion["weights"])}},
-            "default": {"late": folds.get(split, late.weights)}}
+            "tuned_maxsim_alone": {"part": "maxsim"}, "default": {"late": late.weights}}
+
+
+#: Scores trained without DL20 / DL21 (``latentrag train late-interaction --hold SPLIT --out ...``).
+FOLDS = Path(__file__).parent / "folds"
 
 
 def dl_set(split: str, rr: CrossEncoderReranker, ce: CrossEncoderReranker) -> dict[str, Any]:
+    """One DL set: every arm, the default being the score whose layer and mix never saw ``split``."""
     dev = DevSet.load(split)
     qids = [item["qid"] for item in dev.run]
     queries = [item["query"] for item in dev.run]
     cands = [[h["text"] for h in item["hits"]] for item in dev.run]
     ids = [[h["docid"] for h in item["hits"]] for item in dev.run]
     row: dict[str, Any] = {"queries": len(qids), "bm25": round(dev.bm25(), 4)}
-    evs = evidence(rr, ce, queries, cands)
-    assert rr.late is not None and ce.fusion is not None
-    for name, arm in arms_for(split, rr.late, ce.fusion).items():
+    fold_dir = FOLDS / f"late_interaction_{split}"
+    held = CrossEncoderReranker(str(fold_dir))
+    evs = evidence(held, ce, queries, cands)
+    assert held.late is not None and ce.fusion is not None and rr.late is not None
+    for name, arm in arms_for(split, held.late, ce.fusion).items():
         row[name] = arm_ndcg(evs, arm, ids, qids, dev.qrels)
-    row["default_shipped_weights"] = arm_ndcg(evs, {"late": rr.late.weights}, ids, qids, dev.qrels)
-    row["held_out_weights"] = rr.late.meta.get("folds", {}).get(split)
+    row["held_out_model"] = str(fold_dir.relative_to(Path(__file__).parent.parent))
+    row["held_out_weights"] = held.late.weights
+    shipped_evs = [dict(ev, **dict(zip(("maxsim", "cosine", "bm25"), rr._evidence(q, c, None), strict=True)))
+                   for ev, q, c in zip(evs, queries, cands, strict=True)]
+    row["shipped_model_not_held_out"] = arm_ndcg(shipped_evs, {"late": rr.late.weights}, ids, qids, dev.qrels)
     row["default_minus_biencoder"] = round(row["default"] - row["biencoder"], 4)
+    row["default_minus_untuned_late_interaction"] = round(row["default"] - row["untuned_late_interaction"], 4)
     return row
 
 
@@ -243,7 +272,8 @@ def main() -> None:
                       "bm25": round(mean_ndcg(first, s_qrels), 4)}
     for name, arm in arms_for(None, rr.late, ce.fusion).items():
         out["scifact"][name] = arm_ndcg(evs, arm, s_ids, sq_ids, s_qrels)
-    out["scifact"]["default_minus_biencoder"] = round(out["scifact"]["default"] - out["scifact"]["biencoder"], 4)
+    for base in ("biencoder", "untuned_late_interaction"):
+        out["scifact"][f"default_minus_{base}"] = round(out["scifact"]["default"] - out["scifact"][base], 4)
     print("scifact", out["scifact"], flush=True)
 
     # --- speed on DL20 candidates: the default score against sentence-transformers' CrossEncoder on the
@@ -277,7 +307,8 @@ def main() -> None:
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for i, name in enumerate(("dl20", "dl21", "scifact")):
-            keys = [k for k in ("bm25", "biencoder", "maxsim_alone", "previous_default_cross_encoder_mix", "default")
+            keys = [k for k in ("bm25", "biencoder", "untuned_late_interaction", "previous_default_cross_encoder_mix",
+                                "default")
                     if k in out[name]]
             axes[0].bar([f"{name}\n{k}" for k in keys], [out[name][k] for k in keys], color=f"C{i}")
         axes[0].set_ylabel("nDCG@10")

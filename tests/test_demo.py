@@ -152,3 +152,17 @@ def test_converted_cache_equals_transformers_gguf_loader(gguf_path, tmp_path):
                                            add_generation_prompt=True)
     assert ids == tok.apply_chat_template([{"role": "user", "content": "Where was Kurt Cobain born?"}],
                                           add_generation_prompt=True)
+
+
+def test_rerank_section_shows_the_reranker_and_the_filter_being_right(tmp_path, monkeypatch):
+    """What a newcomer sees: the reranker lifts the passage that answers (Freddie Mercury, born in Stone
+    Town, which dense search ranked second) to the top, the filter keeps it, and for a question no passage
+    answers the filter keeps nothing."""
+    monkeypatch.setenv("LATENTRAG_CACHE", str(tmp_path))
+    out = io.StringIO()
+    assert demo.main(out=out, sections=["rerank"]) == 0
+    text = out.getvalue()
+    stone = text.split("Q: Which singer was born in Stone Town?")[1].split("\nQ: ")[0]
+    assert "dense top-5 of 20: ['bowie', 'mercury'" in stone and "reranked top-5   : ['mercury'" in stone
+    assert "kept by the filter: [('mercury'" in stone
+    assert "kept by the filter: nothing" in text.split("liquid nitrogen on Mars?")[1]

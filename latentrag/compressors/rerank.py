@@ -1,23 +1,27 @@
 """``CrossEncoderReranker``: re-score (query, passage) pairs, fast on a CPU.
 
-The shipped default (``model=None``, :data:`LATE_INTERACTION_NAME`) scores with the shipped MiniLM alone,
-in one encoder pass over the query and the candidates: from their token states come the bi-encoder cosine
-(mean pooling) and MaxSim (``mean_i max_j cos(q_i, d_j)``, ColBERT's late interaction), and BM25 over the
-candidates comes from document frequencies shipped beside it. The ranking score is a per-query mix of
-z-scores, ``z(cosine) + 3 z(maxsim) + 0.1 z(bm25)`` (:mod:`latentrag.models.late_interaction`; weights fitted
-leave-one-source-out on seven labelled sources, ``latentrag train late-interaction``). It replaced the
+The shipped default (``model=None``, :data:`LATE_INTERACTION_NAME`) scores with one MiniLM pass over the
+query and the candidates: the shipped all-MiniLM-L6-v2 whose last layer (of six) was fine-tuned for late
+interaction on the labelled lists of seven sources (``last_layer.safetensors`` beside the score). From the
+token states come the pooled cosine (mean pooling) and MaxSim (``mean_i max_j cos(q_i, d_j)``, ColBERT's late
+interaction), and BM25 over the candidates comes from document frequencies shipped beside it. The ranking
+score is a per-query mix of z-scores, ``a z(cosine) + b z(maxsim) + c z(bm25)``
+(:mod:`latentrag.models.late_interaction`, ``latentrag train late-interaction``: the layer is trained and
+the weights fitted there, with fold models that leave DL20 or DL21 out for the benchmark). It replaced the
 cross-encoder trained in this project, which ranked below the bi-encoder on its own, needed the bi-encoder
 pass besides its own and cost twice as much for no better mix (``benchmarks/rerank.py``); that model still
-loads as ``CrossEncoderReranker(CROSS_ENCODER_NAME)``. Hits' stored ``vector`` is not needed by the default
-(the cosine comes from the same pass); the cross-encoder's mix reuses it.
+loads as ``CrossEncoderReranker(CROSS_ENCODER_NAME)``, and a score folder written by ``latentrag train
+late-interaction --out DIR`` loads as ``CrossEncoderReranker(DIR)``. Hits' stored ``vector`` is not needed by
+the default (the cosine comes from its own pass); the cross-encoder's mix reuses it.
 
 Speed comes from the execution path :mod:`latentrag.device` picks for this CPU (``precision="auto"``):
 bf16 torch where the CPU has native bf16 (AMX, AVX-512 BF16), else one fused fp32 ONNX Runtime graph
 built from the same weights (when ``onnxruntime`` is installed), else fp32 torch; and from texts sorted by
 token length and batched so padding stays small (length bucketing). For a cross-encoder, each thread
 tokenizes with its own copy of the Rust tokenizer, so concurrent calls never hit the "Already borrowed"
-error of a shared one. ``quantize=True`` (or ``precision="int8"``) runs int8 (the int8 ONNX encoder for the
-default, PyTorch dynamic quantization for a cross-encoder); it is never picked on its own.
+error of a shared one. ``quantize=True`` (or ``precision="int8"``) runs a cross-encoder with PyTorch dynamic
+quantization; it is never picked on its own. The default has no int8 path (the int8 ONNX MiniLM cannot take
+its tuned layer): asked for int8, it warns and takes the automatic path.
 
 Mixed scores rank one query's candidates; they are not comparable across queries, so ``compress`` also
 records the raw score (the MaxSim, or a cross-encoder's logit) as ``metadata["rerank_logit"]`` and the
@@ -31,16 +35,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
 
 from latentrag.compressors.base import BaseCompressor
-from latentrag.device import ExecutionPath, choose_path, take_path
+from latentrag.device import ExecutionPath, choose_path, requested_precision, take_path
 from latentrag.device import threads as device_threads
 from latentrag.encoders import (
     DEFAULT_ENCODER_NAME,
+    BaseEncoder,
     Encoder,
     default_encoder,
     load_encoder,
@@ -57,6 +63,7 @@ from latentrag.models.cross_encoder import (
     load_cross_encoder,
     logits_to_scores,
 )
+from latentrag.models.late_interaction import ENCODER_NAME as LATE_INTERACTION_ENCODER_NAME
 from latentrag.models.late_interaction import NAME as LATE_INTERACTION_NAME
 from latentrag.models.late_interaction import LateInteractionScore, maxsim, pooled_cosines
 from latentrag.models.term_stats import TermStats
@@ -66,6 +73,29 @@ from latentrag.validate import check_str_list
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 256
+
+
+def is_late_interaction_folder(model: Any) -> bool:
+    """``model`` is a folder holding a late-interaction score (``latentrag train late-interaction --out``)."""
+    import json
+    import os
+
+    cfg = os.path.join(str(model), "config.json")
+    if not os.path.isfile(cfg):
+        return False
+    try:
+        with open(cfg, encoding="utf-8") as f:
+            return json.load(f).get("kind") == "late-interaction"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@lru_cache(maxsize=8)
+def late_interaction_encoder(backend: str, precision: str, resolved: str, overrides: str) -> BaseEncoder:
+    """The shipped MiniLM with the late-interaction score's fine-tuned last layer, built once per process
+    per path (``resolved``: the precision in force, so ``$LATENTRAG_PRECISION`` changes take effect); every
+    default reranker shares it."""
+    return shipped_encoder(backend, precision, overrides=overrides, name=LATE_INTERACTION_ENCODER_NAME)
 #: The cross-encoder trained in this project (the default until the late-interaction score replaced it).
 CROSS_ENCODER_NAME = "latentrag/minilm-l6-cross-encoder"
 
@@ -106,8 +136,9 @@ class CrossEncoderReranker(BaseCompressor):
             msg = f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}."
             raise InvalidInputError(msg)
         self.late: LateInteractionScore | None = None
-        if model is None or str(model) == LATE_INTERACTION_NAME:
-            self._init_late_interaction(encoder, "int8" if quantize else precision, backend)
+        if model is None or str(model) == LATE_INTERACTION_NAME or is_late_interaction_folder(model):
+            folder = None if model is None or str(model) == LATE_INTERACTION_NAME else model
+            self._init_late_interaction(encoder, "int8" if quantize else precision, backend, folder)
             return
         if str(model) == CROSS_ENCODER_NAME:
             model = None
@@ -142,19 +173,26 @@ class CrossEncoderReranker(BaseCompressor):
         self._tok_json = self.loaded.tokenizer.to_str()
         self._local = threading.local()
 
-    def _init_late_interaction(self, encoder: Encoder | str | None, precision: str, backend: str) -> None:
-        """The shipped default: the late-interaction score over the shipped MiniLM's token states."""
-        self.late = LateInteractionScore.load()
-        self.model_name = LATE_INTERACTION_NAME
-        if encoder is None:
+    def _init_late_interaction(self, encoder: Encoder | str | None, precision: str, backend: str,
+                               folder: str | None = None) -> None:
+        """The shipped default (or a score ``latentrag train late-interaction`` wrote to ``folder``): the
+        late-interaction score over the token states of the shipped MiniLM with its fine-tuned last layer."""
+        self.late = LateInteractionScore.load() if folder is None else LateInteractionScore.load(folder)
+        self.model_name = LATE_INTERACTION_NAME if folder is None else str(folder)
+        wanted = DEFAULT_ENCODER_NAME if self.late.overrides is None else LATE_INTERACTION_ENCODER_NAME
+        if encoder is None and self.late.overrides is not None:
+            self.encoder = late_interaction_encoder(backend, precision, requested_precision(precision) or "auto",
+                                                    self.late.overrides)
+        elif encoder is None:
             auto = precision == "auto" and backend == "auto"
             self.encoder = default_encoder() if auto else shipped_encoder(backend, precision)
         else:
             self.encoder = load_encoder(encoder)
-        if getattr(self.encoder, "name", None) != DEFAULT_ENCODER_NAME or not hasattr(self.encoder, "token_states"):
-            msg = (f"the shipped reranker scores with the token states of the shipped MiniLM "
-                   f"({DEFAULT_ENCODER_NAME}); got encoder {getattr(self.encoder, 'name', self.encoder)!r}. Leave "
-                   f"encoder=None, or pass model={CROSS_ENCODER_NAME!r} (or any cross-encoder) to score without it.")
+        if getattr(self.encoder, "name", None) != wanted or not hasattr(self.encoder, "token_states"):
+            msg = (f"the shipped reranker scores with the token states of its own MiniLM ({wanted}); got encoder "
+                   f"{getattr(self.encoder, 'name', self.encoder)!r}. Leave encoder=None (precision= and backend= "
+                   f"pick its path), or pass model={CROSS_ENCODER_NAME!r} (or any cross-encoder) to score "
+                   "without it.")
             raise InvalidInputError(msg)
         path = getattr(self.encoder, "path", None)
         self.path = path if path is not None else ExecutionPath("torch", "fp32", device_threads(), "custom encoder")

@@ -32,6 +32,8 @@ from latentrag.errors import ModelLoadError
 #: The folder of the shipped score (config.json with the mix weights, term_df.json.gz, model card).
 SHIPPED_DIR = Path(__file__).parent / "weights" / "late_interaction"
 NAME = "latentrag/minilm-l6-late-interaction"
+#: The name of the MiniLM whose last layer the score fine-tunes (its token states are not the shipped encoder's).
+ENCODER_NAME = "latentrag/minilm-l6-late-interaction-encoder"
 PARTS = ("cosine", "maxsim", "bm25")
 
 
@@ -68,6 +70,9 @@ class LateInteractionScore:
     weights: dict[str, float]
     term_stats: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: A safetensors file of MiniLM tensors (its fine-tuned last layer) the token states are computed with;
+    #: None: the shipped MiniLM as it is.
+    overrides: str | None = None
 
     def fuse(self, parts: dict[str, np.ndarray | None]) -> np.ndarray:
         """``sum_k weights[k] * z(parts[k])`` for one query's candidates."""
@@ -87,7 +92,8 @@ class LateInteractionScore:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         cfg = {"kind": "late-interaction", "weights": self.weights,
-               "term_stats": None if self.term_stats is None else Path(self.term_stats).name, **self.meta}
+               "term_stats": None if self.term_stats is None else Path(self.term_stats).name,
+               "encoder_overrides": None if self.overrides is None else Path(self.overrides).name, **self.meta}
         tmp = out / "config.json.tmp"
         tmp.write_text(json.dumps(cfg, indent=1) + "\n")
         tmp.replace(out / "config.json")
@@ -109,6 +115,10 @@ class LateInteractionScore:
         if unknown or not weights:
             msg = f"{str(path)!r}: score parts {sorted(weights)}; expected some of {list(PARTS)}."
             raise ModelLoadError(msg)
-        stats = cfg.get("term_stats")
-        meta = {k: v for k, v in cfg.items() if k not in ("kind", "weights", "term_stats")}
-        return cls(weights, None if not stats else str(path / stats), meta)
+        stats, overrides = cfg.get("term_stats"), cfg.get("encoder_overrides")
+        if overrides and not (path / overrides).is_file():
+            msg = f"{str(path)!r}: config.json names encoder overrides {overrides!r}, which is not in that folder."
+            raise ModelLoadError(msg)
+        meta = {k: v for k, v in cfg.items() if k not in ("kind", "weights", "term_stats", "encoder_overrides")}
+        return cls(weights, None if not stats else str(path / stats), meta,
+                   None if not overrides else str(path / overrides))

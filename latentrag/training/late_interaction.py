@@ -1,6 +1,16 @@
 """Fit the shipped reranker's score (:mod:`latentrag.models.late_interaction`) on labelled candidate lists.
 
     latentrag train late-interaction [--out DIR] [--max-pairs 3000] [--data DIR]
+        [--tune-epochs 2] [--tune-lr 2e-5] [--hold SOURCE,...] [--fold-reports FILE,...]
+
+First the last transformer layer of the shipped MiniLM is fine-tuned for MaxSim (``--tune-epochs 0`` skips
+it): the five layers below stay frozen, so their output for every text is computed once (cached) and each
+step runs one layer. The loss is listwise: per labelled list, up to 8 positives and 24 negatives, a softmax
+over ``maxsim / 0.02`` against the gain ``2^label - 1``. The layer starts as the shipped one, so step 0
+reproduces the untuned score; AdamW, warm-up then linear decay, seed 0. It is saved as
+``last_layer.safetensors`` (fp32) and every later part (cosine, MaxSim) is computed with it. ``--hold``
+leaves sources out of the tuning and of the mix fit and reports them (a fold; write it to another
+``--out``); the fold reports of such runs go into the shipped config with ``--fold-reports``.
 
 Data: the seven labelled sources of ``latentrag train reranker-fusion`` (TREC DL20 and DL21 BM25 top-100 with
 graded qrels, WikiQA and TrecQA train, Vaswani, NovelEval, the multi-hop training questions with their gold
@@ -36,12 +46,16 @@ from latentrag.training.reranker import ndcg_at_k
 GRID_COSINE = (0.0, 0.5, 1.0)
 GRID_MAXSIM = (1.0, 2.0, 3.0, 5.0)
 GRID_BM25 = (0.0, 0.1, 0.2, 0.3)
+TUNE_TEMPERATURE = 0.02
+TUNE_POSITIVES, TUNE_NEGATIVES = 8, 24
 
 
-def cached_states(encoder: Any, texts: Sequence[str], cache: Path | None) -> dict[str, np.ndarray]:
-    """Token states (fp16) of every distinct text, from ``encoder.token_states``, cached as one .npz."""
+def cached_states(encoder: Any, texts: Sequence[str], cache: Path | None, salt: str = "") -> dict[str, np.ndarray]:
+    """Token states (fp16) of every distinct text, from ``encoder.token_states``, cached as one .npz
+    (``salt``: what else decides them, e.g. a hash of the encoder's weight overrides)."""
     todo = sorted(set(texts))
-    key = hashlib.sha1(json.dumps([encoder.name, str(encoder.path), todo]).encode()).hexdigest()[:12]
+    parts = [encoder.name, str(encoder.path), *([salt] if salt else []), todo]
+    key = hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:12]
     path = None if cache is None else cache / f"states-{key}.npz"
     if path is not None and path.exists():
         with np.load(path) as z:
@@ -55,6 +69,97 @@ def cached_states(encoder: Any, texts: Sequence[str], cache: Path | None) -> dic
         np.savez(tmp, flat=np.concatenate(rows), offsets=np.cumsum([0, *[len(r) for r in rows]]))
         tmp.replace(path)
     return dict(zip(todo, rows, strict=True))
+
+
+def last_layer_inputs(texts: Sequence[str], cache: Path | None) -> tuple[Any, dict[str, np.ndarray]]:
+    """The shipped MiniLM (Hugging Face ``BertModel``, fp32) and, per distinct text, the input of its last
+    layer (fp16, the frozen layers run in bf16), cached as one .npz."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from latentrag.encoders import _shipped_minilm_path
+
+    folder = _shipped_minilm_path()
+    model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    todo = sorted(set(texts))
+    key = hashlib.sha1(json.dumps(["last-layer-inputs", folder, todo]).encode()).hexdigest()[:12]
+    path = None if cache is None else cache / f"inputs-{key}.npz"
+    if path is not None and path.exists():
+        with np.load(path) as z:
+            flat, offsets = z["flat"], z["offsets"]
+        return model, {t: flat[offsets[i] : offsets[i + 1]] for i, t in enumerate(todo)}
+    body = AutoModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    lengths = [len(ids) for ids in tok(todo, truncation=True, max_length=256)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")
+    rows: dict[str, np.ndarray] = {}
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), 64), desc="last-layer inputs", unit="batch"):
+            batch = [todo[i] for i in order[start : start + 64]]
+            enc = tok(batch, padding=True, truncation=True, max_length=256, return_tensors="pt")
+            hidden = body(**enc, output_hidden_states=True).hidden_states[-2].float().numpy().astype(np.float16)
+            for k, (text, n) in enumerate(zip(batch, enc["attention_mask"].sum(1).tolist(), strict=True)):
+                rows[text] = hidden[k, : int(n)]
+    if path is not None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, flat=np.concatenate([rows[t] for t in todo]),
+                 offsets=np.cumsum([0, *[len(rows[t]) for t in todo]]))
+        tmp.replace(path)
+    return model, rows
+
+
+def tune_last_layer(model: Any, inputs: dict[str, np.ndarray], rows: list[tuple[str, list[str], list[float]]],
+                    *, epochs: float, lr: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fine-tune ``model``'s last layer for MaxSim on ``rows`` (see the module docstring); returns its tensors
+    under their ``BertModel`` names."""
+    import copy
+    import random
+
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    index = len(model.encoder.layer) - 1
+    layer = copy.deepcopy(model.encoder.layer[index]).float().train()
+    width = int(model.config.hidden_size)
+
+    def run(texts: list[str]) -> tuple[Any, Any]:
+        xs = [torch.from_numpy(inputs[t].astype(np.float32)) for t in texts]
+        x = torch.zeros(len(xs), max(len(v) for v in xs), width)
+        mask = torch.zeros(x.shape[:2])
+        for i, v in enumerate(xs):
+            x[i, : len(v)], mask[i, : len(v)] = v, 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x, attention_mask=(1.0 - mask[:, None, None, :]) * -1e4)
+        return (out[0] if isinstance(out, tuple) else out).float(), mask
+
+    train = [r for r in rows if any(y > 0 for y in r[2]) and any(y <= 0 for y in r[2])]
+    steps = int(epochs * len(train))
+    opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / max(steps, 1)))
+    order: list[int] = []
+    for _ in tqdm(range(steps), desc="tune last layer", unit="list"):
+        if not order:
+            order = list(range(len(train)))
+            rng.shuffle(order)
+        query, texts, labels = train[order.pop()]
+        pos = [i for i, y in enumerate(labels) if y > 0]
+        neg = [i for i, y in enumerate(labels) if y <= 0]
+        pick = rng.sample(pos, min(TUNE_POSITIVES, len(pos))) + rng.sample(neg, min(TUNE_NEGATIVES, len(neg)))
+        states, mask = run([query, *[texts[i] for i in pick]])
+        q = F.normalize(states[0, : int(mask[0].sum())], dim=-1)
+        d = F.normalize(states[1:], dim=-1)
+        sims = torch.einsum("qh,bth->bqt", q, d) + (mask[1:, None, :] - 1) * 10
+        maxsim = sims.max(-1).values.mean(-1)
+        gain = 2 ** torch.tensor([float(labels[i]) for i in pick]) - 1
+        loss = -(gain / gain.sum() * torch.log_softmax(maxsim / TUNE_TEMPERATURE, 0)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    prefix = f"encoder.layer.{index}."
+    return {prefix + k: v.detach().float().contiguous().numpy() for k, v in layer.state_dict().items()}
 
 
 def list_evidence(states: dict[str, np.ndarray], stats: Any, query: str, texts: list[str]) -> dict[str, np.ndarray]:
@@ -83,9 +188,9 @@ def grid_fit(table: dict[tuple[float, ...], dict[str, float]], sources: list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from latentrag.encoders import default_encoder
+    from latentrag.encoders import default_encoder, shipped_encoder
     from latentrag.models.cross_encoder import SHIPPED_DIR as CROSS_ENCODER_DIR
-    from latentrag.models.late_interaction import SHIPPED_DIR, LateInteractionScore
+    from latentrag.models.late_interaction import ENCODER_NAME, SHIPPED_DIR, LateInteractionScore
     from latentrag.models.term_stats import TermStats
     from latentrag.training.rerank_fusion import labelled_lists
 
@@ -93,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(SHIPPED_DIR))
     ap.add_argument("--data", default=None)
     ap.add_argument("--max-pairs", type=int, default=3000)
+    ap.add_argument("--tune-epochs", type=float, default=2.0)
+    ap.add_argument("--tune-lr", type=float, default=2e-5)
+    ap.add_argument("--hold", default="", help="comma-separated sources left out of tuning and fitting")
+    ap.add_argument("--fold-reports", default="", help="comma-separated fold-report.json files to record")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     root = data_root(args.data)
@@ -102,22 +211,62 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(CROSS_ENCODER_DIR / "term_df.json.gz", out / "term_df.json.gz")
     stats = TermStats.load(out / "term_df.json.gz")
     lists = labelled_lists(root, args.max_pairs)
-    enc = default_encoder(cache_size=0)
+    hold = [h for h in args.hold.split(",") if h]
+    unknown = sorted(set(hold) - set(lists))
+    if unknown:
+        msg = f"--hold names unknown sources {unknown}; the sources are {sorted(lists)}."
+        raise SystemExit(msg)
+    all_texts = [t for rows in lists.values() for q, texts, _ in rows for t in (q, *texts)]
     cache = cache_root() / "late_interaction"
     cache.mkdir(parents=True, exist_ok=True)
-    states = cached_states(enc, [t for rows in lists.values() for q, texts, _ in rows for t in (q, *texts)], cache)
+    base_states = cached_states(default_encoder(cache_size=0), all_texts, cache)
+    overrides = None
+    if args.tune_epochs > 0:
+        from safetensors.numpy import save_file
+
+        model, inputs = last_layer_inputs(all_texts, cache)
+        tuned = tune_last_layer(model, inputs, [r for s, rows in lists.items() if s not in hold for r in rows],
+                                epochs=args.tune_epochs, lr=args.tune_lr)
+        overrides = out / "last_layer.safetensors"
+        tmp = overrides.with_suffix(".tmp")
+        save_file({k: v.astype(np.float16) for k, v in tuned.items()}, str(tmp))  # read back as fp32
+        tmp.chmod(0o644)  # a package file: readable by every user of an installed wheel
+        tmp.replace(overrides)
+        enc = shipped_encoder(overrides=overrides, name=ENCODER_NAME)
+        salt = hashlib.sha1(overrides.read_bytes()).hexdigest()
+        states = cached_states(enc, all_texts, cache, salt)
+    else:
+        states = base_states
     data = {s: [(list_evidence(states, stats, q, texts), np.asarray(lab, dtype=np.float32)) for q, texts, lab in rows]
             for s, rows in tqdm(lists.items(), desc="evidence", unit="source")}
-    sources = list(data)
+    base = {s: [(list_evidence(base_states, stats, q, texts), np.asarray(lab, dtype=np.float32))
+                for q, texts, lab in rows] for s, rows in lists.items()}
+    sources = [s for s in data if s not in hold]
     grid = list(itertools.product(GRID_COSINE, GRID_MAXSIM, GRID_BM25))
-    table = {g: {s: ndcg(data[s], dict(zip(("cosine", "maxsim", "bm25"), g, strict=True))) for s in sources}
+    table = {g: {s: ndcg(data[s], dict(zip(("cosine", "maxsim", "bm25"), g, strict=True))) for s in data}
              for g in tqdm(grid, desc="grid", unit="mix")}
     weights = grid_fit(table, sources)
+    untuned = {"cosine": 1.0, "maxsim": 3.0, "bm25": 0.1}  # the mix shipped before the tuned layer
+    command = (f"latentrag train late-interaction --max-pairs {args.max_pairs} --tune-epochs {args.tune_epochs} "
+               f"--tune-lr {args.tune_lr}" + (f" --hold {args.hold}" if hold else ""))
+    if hold:
+        held = {s: {"biencoder": round(ndcg(base[s], {"cosine": 1.0}), 4),
+                    "untuned_mix": round(ndcg(base[s], untuned), 4),
+                    "tuned_maxsim": round(ndcg(data[s], {"maxsim": 1.0}), 4),
+                    "tuned_mix": round(ndcg(data[s], weights), 4)} for s in hold}
+        fold = {"hold": hold, "weights": weights, "held_out": held, "command": command,
+                "seconds": round(time.perf_counter() - t0, 1)}
+        (out / "fold-report.json").write_text(json.dumps(fold, indent=1) + "\n")
+        # a score folder of its own (CrossEncoderReranker(out)): what benchmarks/rerank.py scores the held set with
+        LateInteractionScore(weights, "term_df.json.gz", {"fold": fold}, None if overrides is None else str(overrides)
+                             ).save(out)
+        print(json.dumps(fold))
+        return 0
     folds, held_out = {}, {}
     for s in sources:
         w = grid_fit(table, [t for t in sources if t != s])
         folds[s] = w
-        held_out[s] = {"biencoder": round(ndcg(data[s], {"cosine": 1.0}), 4),
+        held_out[s] = {"biencoder": round(ndcg(base[s], {"cosine": 1.0}), 4),
                        "maxsim": round(ndcg(data[s], {"maxsim": 1.0}), 4),
                        "bm25": round(ndcg(data[s], {"bm25": 1.0}), 4),
                        "mix_without_this_source": round(ndcg(data[s], w), 4), "weights": w}
@@ -126,10 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     report = {"sources": {s: {"lists": len(data[s]), "pairs": int(sum(len(lab) for _, lab in data[s]))}
                           for s in sources},
               "objective": "mean over sources of nDCG@10 (each source weighted equally)",
-              "leave_one_source_out": held_out, "mean_held_out": mean, "encoder_path": str(enc.path),
-              "seconds": round(time.perf_counter() - t0, 1),
-              "command": f"latentrag train late-interaction --max-pairs {args.max_pairs}"}
-    LateInteractionScore(weights, "term_df.json.gz", {"folds": folds, "report": report}).save(out)
+              "leave_one_source_out": held_out, "mean_held_out": mean, "encoder_path": str(default_encoder().path),
+              "seconds": round(time.perf_counter() - t0, 1), "command": command}
+    meta: dict[str, Any] = {"folds": folds, "report": report}
+    if overrides is not None:
+        meta["tuning"] = {"epochs": args.tune_epochs, "lr": args.tune_lr, "temperature": TUNE_TEMPERATURE,
+                          "positives": TUNE_POSITIVES, "negatives": TUNE_NEGATIVES, "seed": 0,
+                          "folds": [json.loads(Path(f).read_text()) for f in args.fold_reports.split(",") if f]}
+    LateInteractionScore(weights, "term_df.json.gz", meta, None if overrides is None else str(overrides)).save(out)
     print(json.dumps({"weights": weights, "mean_held_out": mean, "leave_one_source_out": held_out}))
     return 0
 

@@ -3,10 +3,11 @@
     latentrag train relevance --out DIR [--n-dirs 8] [--max-pairs 6000] [--only multihop|scores]
 
 Labelled pairs: the TREC DL21 judged pool (relevant = grade >= 2), WikiQA train and TrecQA train
-(binary), from ``rerank/pairs``. For each pair the shipped ``CrossEncoderReranker()`` logit and the
-shipped MiniLM cosine are computed; :func:`latentrag.compressors.relevance.fit_calibration` fits the
-query-conditioned Platt map and the F1-best threshold on them (the reranker map on the logit and the
-cosine together: either alone is a weaker cut). DL20 is kept for the benchmark.
+(binary), from ``rerank/pairs``. For each pair the shipped ``CrossEncoderReranker()`` logit and cosine
+(from its own encoder pass, as ``compress`` records them) and the shipped MiniLM cosine are computed;
+:func:`latentrag.compressors.relevance.fit_calibration` fits the query-conditioned Platt map and the
+F1-best threshold on them (the reranker map on the logit and the cosine together: either alone is a weaker
+cut). DL20 is kept for the benchmark.
 Writes ``reranker.json`` and ``cosine.json``; seeded.
 
 The multi-hop map (``multihop.json``, :class:`~latentrag.compressors.relevance.HopCalibration`) is fitted
@@ -128,16 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     groups: dict[str, list[int]] = {}
     for i, q in enumerate(queries):
         groups.setdefault(q, []).append(i)
-    rr_arr = np.zeros(len(pairs))
-    cos_arr = np.zeros(len(pairs))
+    rr_arr, rr_cos, cos_arr = np.zeros(len(pairs)), np.zeros(len(pairs)), np.zeros(len(pairs))
     for q, idx in tqdm(groups.items(), desc="score pairs", unit="query"):
         texts = [pairs[i][1] for i in idx]
-        rr_arr[idx] = rr.logits(q, texts)
+        _, rr_arr[idx], rr_cos[idx] = rr._scores(q, texts, None)  # what compress() records on each hit
         vecs = enc.encode([q, *texts])
         cos_arr[idx] = vecs[1:] @ vecs[0]
     rr_scores, cosines = rr_arr.tolist(), cos_arr.tolist()
     for kind, scores in (("reranker", rr_scores), ("cosine", cosines)):
-        cos = cosines if kind == "reranker" else None  # the reranker map weighs the logit and the cosine
+        # the reranker map weighs the logit and the reranker's own cosine (metadata["rerank_cosine"])
+        cos = rr_cos.tolist() if kind == "reranker" else None
         cal = fit_calibration(queries, scores, labels, score=kind, n_dirs=args.n_dirs, cosines=cos)
         fitted = precision_recall(RelevanceFilter(calibration=cal, score=kind), queries, scores, labels, cos)
         cal.report = {"pairs": len(pairs), "queries": len(groups), "sources": SOURCES, "n_dirs": args.n_dirs,
