@@ -1,6 +1,6 @@
 """Reranking quality and speed, and RelevanceFilter precision/recall, each against its baseline in the same run.
 
-    python benchmarks/rerank.py [--scifact-depth 50] [--speed-queries 20] [--plot]
+    python benchmarks/rerank.py [--scifact-depth 50] [--speed-queries 20] [--plot] [--only-filters] [--replot]
 
 - nDCG@10 on TREC DL20 and DL21 (BM25 top-100 from ``rerank/trec_dl``) and on SciFact (BEIR test claims;
   first stage: BM25 top-``depth`` over the 5,183 abstracts, computed here) for the first stage, the
@@ -241,7 +241,13 @@ def main() -> None:
     ap.add_argument("--speed-queries", type=int, default=20)
     ap.add_argument("--plot", action="store_true")
     ap.add_argument("--only-filters", action="store_true", help="only the RelevanceFilter figures")
+    ap.add_argument("--replot", action="store_true", help="redraw the plot from results/rerank.json")
     args = ap.parse_args()
+    if args.replot:
+        import json
+
+        plot(json.loads((Path(__file__).parent / "results" / "rerank.json").read_text()))
+        return
     enc = default_encoder()
     rr = CrossEncoderReranker()
     if args.only_filters:
@@ -303,25 +309,43 @@ def main() -> None:
     out.update(filters(rr, enc))
     report("rerank", out)
     if args.plot:
-        import matplotlib.pyplot as plt
+        plot(out)
 
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for i, name in enumerate(("dl20", "dl21", "scifact")):
-            keys = [k for k in ("bm25", "biencoder", "untuned_late_interaction", "previous_default_cross_encoder_mix",
-                                "default")
-                    if k in out[name]]
-            axes[0].bar([f"{name}\n{k}" for k in keys], [out[name][k] for k in keys], color=f"C{i}")
-        axes[0].set_ylabel("nDCG@10")
-        sp = out["speed"]
-        axes[1].bar(["sentence-transformers\nCrossEncoder", "previous default\n(cross-encoder mix)",
-                     "default\n(late interaction)"],
-                    [sp["sentence_transformers_cross_encoder_pairs_per_s"],
-                     sp["previous_default_cross_encoder_mix_pairs_per_s"], sp["default_pairs_per_s"]])
-        axes[1].set_ylabel("pairs / s")
-        for ax in axes:
-            ax.tick_params(axis="x", labelsize=7)
-        fig.tight_layout()
-        fig.savefig(plot_path("rerank"), dpi=120)
+
+#: The nDCG@10 bars of the plot: result key -> short label.
+PLOTTED = {"bm25": "BM25", "biencoder": "bi-enc.", "untuned_late_interaction": "untuned LI",
+           "previous_default_cross_encoder_mix": "CE mix", "default": "default"}
+
+
+def plot(out: dict[str, Any]) -> None:
+    """nDCG@10 of each set's arms, and pairs per second (``--replot`` redraws it from results/rerank.json)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+    ticks: list[int] = []
+    labels: list[str] = []
+    for i, name in enumerate(("dl20", "dl21", "scifact")):
+        keys = [k for k in PLOTTED if k in out[name]]
+        xs = list(range(len(ticks) + i, len(ticks) + i + len(keys)))  # one empty slot between sets
+        axes[0].bar(xs, [out[name][k] for k in keys], color=f"C{i}", label=name)
+        ticks += xs
+        labels += [PLOTTED[k] for k in keys]
+    axes[0].set_xticks(ticks, labels)
+    axes[0].tick_params(axis="x", labelsize=7, rotation=60)
+    axes[0].set_ylabel("nDCG@10")
+    axes[0].set_ylim(0.4, 0.72)
+    axes[0].legend(fontsize=8)
+    sp = out["speed"]
+    axes[1].bar(["sentence-transformers\nCrossEncoder", "cross-encoder\nmix", "default\n(late interaction)"],
+                [sp["sentence_transformers_cross_encoder_pairs_per_s"],
+                 sp["previous_default_cross_encoder_mix_pairs_per_s"], sp["default_pairs_per_s"]])
+    axes[1].set_ylabel("pairs / s")
+    axes[1].tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(plot_path("rerank"), dpi=120)
 
 
 if __name__ == "__main__":
