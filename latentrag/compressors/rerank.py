@@ -96,6 +96,8 @@ def late_interaction_encoder(backend: str, precision: str, resolved: str, overri
     per path (``resolved``: the precision in force, so ``$LATENTRAG_PRECISION`` changes take effect); every
     default reranker shares it."""
     return shipped_encoder(backend, precision, overrides=overrides, name=LATE_INTERACTION_ENCODER_NAME)
+
+
 #: The cross-encoder trained in this project (the default until the late-interaction score replaced it).
 CROSS_ENCODER_NAME = "latentrag/minilm-l6-cross-encoder"
 

@@ -33,7 +33,7 @@ import itertools
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,25 +50,40 @@ TUNE_TEMPERATURE = 0.02
 TUNE_POSITIVES, TUNE_NEGATIVES = 8, 24
 
 
-def cached_states(encoder: Any, texts: Sequence[str], cache: Path | None, salt: str = "") -> dict[str, np.ndarray]:
-    """Token states (fp16) of every distinct text, from ``encoder.token_states``, cached as one .npz
-    (``salt``: what else decides them, e.g. a hash of the encoder's weight overrides)."""
-    todo = sorted(set(texts))
-    parts = [encoder.name, str(encoder.path), *([salt] if salt else []), todo]
-    key = hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:12]
-    path = None if cache is None else cache / f"states-{key}.npz"
+def _cached_rows(path: Path | None, todo: list[str], compute: Callable[[], dict[str, np.ndarray]]
+                 ) -> dict[str, np.ndarray]:
+    """One (tokens, dim) array per text of ``todo``: from the .npz at ``path`` when it is there, else from
+    ``compute()``, then written there atomically (all rows concatenated, with their offsets)."""
     if path is not None and path.exists():
         with np.load(path) as z:
             flat, offsets = z["flat"], z["offsets"]
         return {t: flat[offsets[i] : offsets[i + 1]] for i, t in enumerate(todo)}
-    rows: list[np.ndarray] = []
-    for start in tqdm(range(0, len(todo), 512), desc="token states", unit="chunk"):
-        rows += [s.astype(np.float16) for s in encoder.token_states(todo[start : start + 512])]
+    rows = compute()
     if path is not None:
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, flat=np.concatenate(rows), offsets=np.cumsum([0, *[len(r) for r in rows]]))
+        np.savez(tmp, flat=np.concatenate([rows[t] for t in todo]),
+                 offsets=np.cumsum([0, *[len(rows[t]) for t in todo]]))
         tmp.replace(path)
-    return dict(zip(todo, rows, strict=True))
+    return rows
+
+
+def _cache_key(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:12]
+
+
+def cached_states(encoder: Any, texts: Sequence[str], cache: Path | None, salt: str = "") -> dict[str, np.ndarray]:
+    """Token states (fp16) of every distinct text, from ``encoder.token_states``, cached as one .npz
+    (``salt``: what else decides them, e.g. a hash of the encoder's weight overrides)."""
+    todo = sorted(set(texts))
+
+    def compute() -> dict[str, np.ndarray]:
+        rows: list[np.ndarray] = []
+        for start in tqdm(range(0, len(todo), 512), desc="token states", unit="chunk"):
+            rows += [s.astype(np.float16) for s in encoder.token_states(todo[start : start + 512])]
+        return dict(zip(todo, rows, strict=True))
+
+    key = _cache_key(encoder.name, str(encoder.path), *([salt] if salt else []), todo)
+    return _cached_rows(None if cache is None else cache / f"states-{key}.npz", todo, compute)
 
 
 def last_layer_inputs(texts: Sequence[str], cache: Path | None) -> tuple[Any, dict[str, np.ndarray]]:
@@ -81,31 +96,25 @@ def last_layer_inputs(texts: Sequence[str], cache: Path | None) -> tuple[Any, di
 
     folder = _shipped_minilm_path()
     model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(folder)
     todo = sorted(set(texts))
-    key = hashlib.sha1(json.dumps(["last-layer-inputs", folder, todo]).encode()).hexdigest()[:12]
-    path = None if cache is None else cache / f"inputs-{key}.npz"
-    if path is not None and path.exists():
-        with np.load(path) as z:
-            flat, offsets = z["flat"], z["offsets"]
-        return model, {t: flat[offsets[i] : offsets[i + 1]] for i, t in enumerate(todo)}
-    body = AutoModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
-    lengths = [len(ids) for ids in tok(todo, truncation=True, max_length=256)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")
-    rows: dict[str, np.ndarray] = {}
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(order), 64), desc="last-layer inputs", unit="batch"):
-            batch = [todo[i] for i in order[start : start + 64]]
-            enc = tok(batch, padding=True, truncation=True, max_length=256, return_tensors="pt")
-            hidden = body(**enc, output_hidden_states=True).hidden_states[-2].float().numpy().astype(np.float16)
-            for k, (text, n) in enumerate(zip(batch, enc["attention_mask"].sum(1).tolist(), strict=True)):
-                rows[text] = hidden[k, : int(n)]
-    if path is not None:
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, flat=np.concatenate([rows[t] for t in todo]),
-                 offsets=np.cumsum([0, *[len(rows[t]) for t in todo]]))
-        tmp.replace(path)
-    return model, rows
+
+    def compute() -> dict[str, np.ndarray]:
+        tok = AutoTokenizer.from_pretrained(folder)
+        body = AutoModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
+        lengths = [len(ids) for ids in tok(todo, truncation=True, max_length=256)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")
+        rows: dict[str, np.ndarray] = {}
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(order), 64), desc="last-layer inputs", unit="batch"):
+                batch = [todo[i] for i in order[start : start + 64]]
+                enc = tok(batch, padding=True, truncation=True, max_length=256, return_tensors="pt")
+                hidden = body(**enc, output_hidden_states=True).hidden_states[-2].float().numpy().astype(np.float16)
+                for k, (text, n) in enumerate(zip(batch, enc["attention_mask"].sum(1).tolist(), strict=True)):
+                    rows[text] = hidden[k, : int(n)]
+        return rows
+
+    path = None if cache is None else cache / f"inputs-{_cache_key('last-layer-inputs', folder, todo)}.npz"
+    return model, _cached_rows(path, todo, compute)
 
 
 def tune_last_layer(model: Any, inputs: dict[str, np.ndarray], rows: list[tuple[str, list[str], list[float]]],
@@ -239,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         states = base_states
     data = {s: [(list_evidence(states, stats, q, texts), np.asarray(lab, dtype=np.float32)) for q, texts, lab in rows]
             for s, rows in tqdm(lists.items(), desc="evidence", unit="source")}
-    base = {s: [(list_evidence(base_states, stats, q, texts), np.asarray(lab, dtype=np.float32))
-                for q, texts, lab in rows] for s, rows in lists.items()}
+    base = data if states is base_states else {  # the shipped MiniLM's parts: the baselines of the report
+        s: [(list_evidence(base_states, stats, q, texts), np.asarray(lab, dtype=np.float32)) for q, texts, lab in rows]
+        for s, rows in lists.items()}
     sources = [s for s in data if s not in hold]
     grid = list(itertools.product(GRID_COSINE, GRID_MAXSIM, GRID_BM25))
     table = {g: {s: ndcg(data[s], dict(zip(("cosine", "maxsim", "bm25"), g, strict=True))) for s in data}
