@@ -13,8 +13,9 @@ baseline in the same run, plus DenseRetriever query latency before/after.
   ``default_encoder()`` takes to embed those 100 passages; its pairs/s against
   ``sentence_transformers.CrossEncoder`` (batch 32) on the previous default's cross-encoder weights; and that
   cross-encoder here (its mix, and its logits on this path and on torch fp32).
-- LM (the xRAG reader's SmolLM2): time to first token with 5 passages and decoding tokens/s, fp32 against
-  bf16, and how many greedy answers agree (``--lm-questions``).
+- LM (the xRAG reader's SmolLM2): time to first token with 5 passages and decoding tokens/s of the default
+  (fp32, static key/value cache) and of bf16, each against the path before (fp32, a cache grown by
+  concatenation), and how many greedy answers agree with it (``--lm-questions``).
 - Latency: p50/p95 of ``DenseRetriever(store, k=10).retrieve(query)`` and ``MultiHopRetriever(store, k=10)``
   (encode + FaissStore search over the passages, and the hops) with the previous default encoder (int8
   ONNX) and the new default, on the dev questions.
@@ -213,10 +214,12 @@ def latency_section(texts: list[str], vectors: np.ndarray, new_encoder: Any, n_q
 
 
 def lm_section(n_questions: int, new_tokens: int) -> dict[str, Any]:
-    """The reader's LM, fp32 against bf16 (``XRAGReader(precision=...)``): time to first token with 5
-    passages as text, decoding tokens/s, and how many greedy answers agree, on single-passage dev questions
-    (gold passage plus 4 pool passages). Interleaved per question. Where the CPU has no native bf16 the bf16
-    path is emulated; it is then timed on 3 questions only."""
+    """The reader's LM on three paths, all against the path before this release (fp32 weights, a key/value
+    cache that grows by concatenation: ``XRAGReader(precision="fp32", kv_cache="dynamic")``): the default
+    (fp32, a preallocated static cache) and bf16 (weights and cache, static). Time to first token with 5
+    passages as text, decoding tokens/s, and how many greedy answers agree with the baseline's, on single-passage
+    dev questions (gold passage plus 4 pool passages). Interleaved per question. Where the CPU has no native
+    bf16 the bf16 path is emulated; it is then timed on 3 questions only."""
     from latentrag.device import cpu_features
     from latentrag.readers.xrag import XRAGReader
 
@@ -234,7 +237,9 @@ def lm_section(n_questions: int, new_tokens: int) -> dict[str, Any]:
         if len(items) == n_questions:
             break
     native = cpu_features().native_bf16
-    readers = {p: XRAGReader(precision=p) for p in ("fp32", "bf16")}
+    base = "fp32_dynamic_cache"
+    readers = {base: XRAGReader(precision="fp32", kv_cache="dynamic"), "fp32": XRAGReader(precision="fp32"),
+               "bf16": XRAGReader(precision="bf16")}
     for r in readers.values():
         r.answer("warm-up?", ["warm-up."], mode="text", max_new_tokens=2)
     n_bf16 = len(items) if native else min(3, len(items))
@@ -252,20 +257,21 @@ def lm_section(n_questions: int, new_tokens: int) -> dict[str, Any]:
             answers[p].append(r.answer(q, ps, mode="text", max_new_tokens=new_tokens))
             total_t[p].append(time.perf_counter() - t0)
     out: dict[str, Any] = {"questions": len(items), "bf16_questions": n_bf16, "native_bf16": native,
-                           "passages": 5, "new_tokens": new_tokens}
-    for p in readers:
+                           "passages": 5, "new_tokens": new_tokens, "baseline": base}
+    for p, r in readers.items():
         first = float(np.median(ttft[p]))
         decode = max(float(np.median(total_t[p])) - first, 1e-9)
-        out[p] = {"path": str(readers[p].lm.path), "ttft_ms": round(1000 * first, 1),
+        out[p] = {"path": str(r.lm.path), "kv_cache": r.kv_cache, "ttft_ms": round(1000 * first, 1),
                   "decode_tokens_per_s": round((new_tokens - 1) / decode, 1)}
-    out["ratio_ttft_fp32_to_bf16"] = round(out["fp32"]["ttft_ms"] / out["bf16"]["ttft_ms"], 2)
-    out["ratio_decode_bf16_to_fp32"] = round(out["bf16"]["decode_tokens_per_s"] / out["fp32"]["decode_tokens_per_s"], 2)
-    same = sum(a == b for a, b in zip(answers["fp32"], answers["bf16"], strict=False))
-    out["same_greedy_answers"] = f"{same}/{n_bf16}"
-    for p in readers:  # answer quality on the questions both paths answered: the gold answer in the answer
-        hits = [any(g.lower() in str(a).lower() for g in gold) for a, gold in zip(answers[p][:n_bf16], golds,
-                                                                                 strict=False)]
+        hits = [any(g.lower() in str(a).lower() for g in gold) for a, gold in zip(answers[p], golds, strict=False)]
         out[p]["answer_contains_gold"] = round(float(np.mean(hits)), 3) if hits else None
+        if p != base:
+            n = len(answers[p])
+            out[p]["ratio_ttft_vs_baseline"] = round(out[base]["ttft_ms"] / out[p]["ttft_ms"], 2)
+            out[p]["ratio_decode_vs_baseline"] = round(
+                out[p]["decode_tokens_per_s"] / out[base]["decode_tokens_per_s"], 2)
+            same = sum(a == b for a, b in zip(answers[base], answers[p], strict=False))
+            out[p]["same_greedy_answers_as_baseline"] = f"{same}/{n}"
     if not native:
         out["note"] = "no native bf16 on this CPU: the bf16 path is emulated; auto takes fp32 here"
     return out

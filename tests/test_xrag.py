@@ -166,6 +166,22 @@ def test_three_modes_tokens_and_batch_equals_single(reader):
         reader.answer(q, PASSAGES, mode="fast")
 
 
+def test_static_and_dynamic_kv_caches_decode_the_same_tokens(reader):
+    from latentrag.readers.xrag import XRAGReader
+
+    assert reader.kv_cache == "static" and "kv_cache='static'" in repr(reader)
+    dynamic = XRAGReader(lm=reader.lm, projector=reader.projector, encoder=reader.encoder, kv_cache="dynamic")
+    questions = ["Where was Albert Einstein born?", "Who directed Jaws?", "What do bees live in?"]
+    ctx = [PASSAGES[:1], PASSAGES[1:2], PASSAGES]  # rows of different lengths: left padding in the batch
+    for mode in ("xrag", "text"):
+        want = [a.text for a in dynamic.answer_batch(questions, ctx, mode=mode, max_new_tokens=12)]
+        got = [a.text for a in reader.answer_batch(questions, ctx, mode=mode, max_new_tokens=12)]
+        assert got == want and all(got)
+    assert "".join(reader.stream(questions[0], ctx[0], mode="text")) == reader.answer(questions[0], ctx[0], mode="text")
+    with pytest.raises(InvalidInputError, match="kv_cache must be"):
+        XRAGReader(lm=reader.lm, projector=reader.projector, encoder=reader.encoder, kv_cache="paged")
+
+
 def test_hits_reuse_their_vectors(reader):
     vec = reader.encoder.encode(PASSAGES[:1])[0]
     hit = Hit("e", "unrelated text", vector=vec)

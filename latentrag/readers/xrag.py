@@ -64,7 +64,10 @@ class XRAGReader:
     soft tokens: the passage most likely to hold the answer verbatim stays readable, the long tail is compressed.
     ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``) is the LM's (see :func:`~latentrag.readers.lm.load_lm`):
     ``"auto"`` is fp32; ``"bf16"`` (weights and KV cache) is 1.5x faster to the first token where the CPU has
-    native bf16 but changes some greedy answers; ``repr`` shows the path taken.
+    native bf16 but changes some greedy answers; ``repr`` shows the path taken. ``kv_cache``: ``"static"``
+    (the default: one preallocated key/value buffer per answer, written in place, so a decoding step copies
+    nothing; LMs whose ``transformers`` class cannot take one fall back to ``"dynamic"``) or ``"dynamic"``
+    (the cache grows by concatenation at every step). Both decode the same greedy tokens.
 
     >>> reader = XRAGReader()                                                    # doctest: +SKIP
     >>> reader.answer("Where was Einstein born?", ["Albert Einstein was born in Ulm."])  # doctest: +SKIP
@@ -82,6 +85,7 @@ class XRAGReader:
         registry: SoftContextRegistry | None = None,
         precision: str = "auto",
         text_passages: int = TEXT_PASSAGES,
+        kv_cache: str = "static",
     ) -> None:
         if registry is not None and not isinstance(registry, SoftContextRegistry):
             msg = f"registry must be a SoftContextRegistry, got {type(registry).__name__}."
@@ -116,11 +120,34 @@ class XRAGReader:
         # LM-head logits for the last position only (most of the prefill's vocabulary projection is skipped)
         params = inspect.signature(self.lm.model.forward).parameters
         self._last_logits: dict[str, int] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        if kv_cache not in ("static", "dynamic"):
+            msg = f"kv_cache must be 'static' or 'dynamic', got {kv_cache!r}."
+            raise InvalidInputError(msg)
+        # transformers 5 names the cache argument `cache` (`past_key_values` is deprecated there)
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.kv_cache = kv_cache if kv_cache == "dynamic" or self._new_cache(1, 8) is not None else "dynamic"
 
     def __repr__(self) -> str:
         path = "fp32" if self.lm.path is None else str(self.lm.path)
         return (f"XRAGReader(lm={self.lm.name!r}, path={path!r}, tokens_per_doc={self.tokens_per_doc}, "
-                f"encoder={self.encoder.name!r})")
+                f"encoder={self.encoder.name!r}, kv_cache={self.kv_cache!r})")
+
+    def _new_cache(self, batch: int, length: int) -> Any:
+        """A preallocated key/value cache for ``batch`` rows of up to ``length`` positions, or None where this
+        ``transformers`` or this LM cannot make one (then the cache grows step by step)."""
+        try:
+            from transformers import StaticCache
+        except ImportError:
+            return None
+        config, dtype = self.lm.model.config, self._embed_tokens.weight.dtype
+        for kwargs in ({"config": config, "max_cache_len": length},  # transformers >= 5
+                       {"config": config, "max_batch_size": batch, "max_cache_len": length, "dtype": dtype,
+                        "device": "cpu"}):
+            try:
+                return StaticCache(**kwargs)
+            except (TypeError, ValueError, NotImplementedError):
+                continue
+        return None
 
     def _line_end_ids(self) -> set[int]:
         tok = self.lm.tokenizer
@@ -319,8 +346,17 @@ class XRAGReader:
         pad = int(self.lm.tokenizer.pad_token_id)
         inputs, mask, positions = embed_batch(self._embed_tokens, rows, soft, pad)
         model = self.lm.model
+        width = inputs.shape[1]
+        cache = self._new_cache(len(rows), width + max_new_tokens) if self.kv_cache == "static" else None
+        if cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+            where: dict[str, Any] = {}
+        else:  # a static cache is written at explicit positions
+            where = {"cache_position": torch.arange(width)}
         out = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
-                    **self._last_logits)
+                    **{self._cache_arg: cache}, **where, **self._last_logits)
         running = list(range(len(rows)))
         last_pos = positions[:, -1]
         for i in range(max_new_tokens):
@@ -341,8 +377,10 @@ class XRAGReader:
                 return
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
             last_pos = last_pos + 1
+            if where:
+                where = {"cache_position": torch.tensor([width + i])}
             out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                        past_key_values=out.past_key_values, use_cache=True)
+                        use_cache=True, **{self._cache_arg: cache}, **where)
 
 
 _DEFAULT_READER: XRAGReader | None = None
