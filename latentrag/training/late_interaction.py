@@ -1,16 +1,21 @@
 """Fit the shipped reranker's score (:mod:`latentrag.models.late_interaction`) on labelled candidate lists.
 
     latentrag train late-interaction [--out DIR] [--max-pairs 3000] [--data DIR]
-        [--tune-epochs 2] [--tune-lr 2e-5] [--hold SOURCE,...] [--fold-reports FILE,...]
+        [--tune-epochs 2] [--tune-lr 2e-5] [--tune-scale 1.25] [--tune-layers 1]
+        [--hold SOURCE,...] [--scan-scales S,...] [--fold-reports FILE,...]
 
 First the last transformer layer of the shipped MiniLM is fine-tuned for MaxSim (``--tune-epochs 0`` skips
 it): the five layers below stay frozen, so their output for every text is computed once (cached) and each
 step runs one layer. The loss is listwise: per labelled list, up to 8 positives and 24 negatives, a softmax
 over ``maxsim / 0.02`` against the gain ``2^label - 1``. The layer starts as the shipped one, so step 0
-reproduces the untuned score; AdamW, warm-up then linear decay, seed 0. It is saved as
-``last_layer.safetensors`` (fp32) and every later part (cosine, MaxSim) is computed with it. ``--hold``
+reproduces the untuned score; AdamW, warm-up then linear decay, seed 0. What is saved is
+``shipped + scale * (tuned - shipped)`` (``--tune-scale``, 1.25: chosen on each DL fold, see
+``--scan-scales``) as ``last_layer.safetensors`` (fp16), and every later part (cosine, MaxSim) is computed
+with it. ``--tune-layers 2`` tunes the top two layers instead (measured: it overfits). ``--hold``
 leaves sources out of the tuning and of the mix fit and reports them (a fold; write it to another
-``--out``); the fold reports of such runs go into the shipped config with ``--fold-reports``.
+``--out``); with ``--scan-scales`` such a run also scores the held sources at each of those scales (the top
+layers rerun from their cached inputs, the mix refitted per scale). The fold reports of such runs go into the
+shipped config with ``--fold-reports``.
 
 Data: the seven labelled sources of ``latentrag train reranker-fusion`` (TREC DL20 and DL21 BM25 top-100 with
 graded qrels, WikiQA and TrecQA train, Vaswani, NovelEval, the multi-hop training questions with their gold
@@ -48,6 +53,9 @@ GRID_MAXSIM = (1.0, 2.0, 3.0, 5.0)
 GRID_BM25 = (0.0, 0.1, 0.2, 0.3)
 TUNE_TEMPERATURE = 0.02
 TUNE_POSITIVES, TUNE_NEGATIVES = 8, 24
+#: The saved layer is ``shipped + TUNE_SCALE * (tuned - shipped)``: chosen on each DL fold separately (both
+#: picked 1.25 of 0, 0.5, 0.75, 1, 1.25, 1.5; the model card has the figures).
+TUNE_SCALE = 1.25
 
 
 def _cached_rows(path: Path | None, todo: list[str], compute: Callable[[], dict[str, np.ndarray]]
@@ -86,9 +94,9 @@ def cached_states(encoder: Any, texts: Sequence[str], cache: Path | None, salt: 
     return _cached_rows(None if cache is None else cache / f"states-{key}.npz", todo, compute)
 
 
-def last_layer_inputs(texts: Sequence[str], cache: Path | None) -> tuple[Any, dict[str, np.ndarray]]:
-    """The shipped MiniLM (Hugging Face ``BertModel``, fp32) and, per distinct text, the input of its last
-    layer (fp16, the frozen layers run in bf16), cached as one .npz."""
+def last_layer_inputs(texts: Sequence[str], cache: Path | None, layers: int = 1) -> tuple[Any, dict[str, np.ndarray]]:
+    """The shipped MiniLM (Hugging Face ``BertModel``, fp32) and, per distinct text, the input of its top
+    ``layers`` layers (fp16, the frozen layers run in bf16), cached as one .npz."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -108,19 +116,62 @@ def last_layer_inputs(texts: Sequence[str], cache: Path | None) -> tuple[Any, di
             for start in tqdm(range(0, len(order), 64), desc="last-layer inputs", unit="batch"):
                 batch = [todo[i] for i in order[start : start + 64]]
                 enc = tok(batch, padding=True, truncation=True, max_length=256, return_tensors="pt")
-                hidden = body(**enc, output_hidden_states=True).hidden_states[-2].float().numpy().astype(np.float16)
+                hidden = body(**enc, output_hidden_states=True).hidden_states[-1 - layers]
+                hidden = hidden.float().numpy().astype(np.float16)
                 for k, (text, n) in enumerate(zip(batch, enc["attention_mask"].sum(1).tolist(), strict=True)):
                     rows[text] = hidden[k, : int(n)]
         return rows
 
-    path = None if cache is None else cache / f"inputs-{_cache_key('last-layer-inputs', folder, todo)}.npz"
+    what = ("last-layer-inputs",) if layers == 1 else ("top-layer-inputs", layers)  # layers=1: the key of old caches
+    path = None if cache is None else cache / f"inputs-{_cache_key(*what, folder, todo)}.npz"
     return model, _cached_rows(path, todo, compute)
 
 
+def run_stack(stack: Any, inputs: dict[str, np.ndarray], texts: list[str]) -> tuple[Any, Any]:
+    """The top layers ``stack`` over the cached inputs of ``texts`` (padded, under bf16 autocast): their
+    output states (fp32, padded) and the padding mask."""
+    import torch
+
+    xs = [torch.from_numpy(inputs[t].astype(np.float32)) for t in texts]
+    x = torch.zeros(len(xs), max(len(v) for v in xs), xs[0].shape[1])
+    mask = torch.zeros(x.shape[:2])
+    for i, v in enumerate(xs):
+        x[i, : len(v)], mask[i, : len(v)] = v, 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for layer in stack:
+            out = layer(x, attention_mask=(1.0 - mask[:, None, None, :]) * -1e4)
+            x = out[0] if isinstance(out, tuple) else out
+    return x.float(), mask
+
+
+def top_layer_states(model: Any, inputs: dict[str, np.ndarray], tensors: dict[str, np.ndarray],
+                     layers: int = 1) -> dict[str, np.ndarray]:
+    """Token states of every text in ``inputs`` with the top ``layers`` layers of ``model`` replaced by
+    ``tensors`` (``BertModel`` names), computed from the cached inputs: a quick way to score a variant of the
+    tuned layers (``--scan-scales``) without running the whole encoder again."""
+    import copy
+
+    import torch
+
+    first = len(model.encoder.layer) - layers
+    stack = torch.nn.ModuleList(copy.deepcopy(model.encoder.layer[first:])).float().eval()
+    own = {f"encoder.layer.{first + int(k.split('.', 1)[0])}.{k.split('.', 1)[1]}": k for k in stack.state_dict()}
+    stack.load_state_dict({own[k]: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()})
+    todo = sorted(inputs, key=lambda t: len(inputs[t]))
+    rows: dict[str, np.ndarray] = {}
+    with torch.inference_mode():
+        for start in range(0, len(todo), 64):
+            batch = todo[start : start + 64]
+            states, mask = run_stack(stack, inputs, batch)
+            for i, (text, n) in enumerate(zip(batch, mask.sum(1).tolist(), strict=True)):
+                rows[text] = states[i, : int(n)].numpy()
+    return rows
+
+
 def tune_last_layer(model: Any, inputs: dict[str, np.ndarray], rows: list[tuple[str, list[str], list[float]]],
-                    *, epochs: float, lr: float, seed: int = 0) -> dict[str, np.ndarray]:
-    """Fine-tune ``model``'s last layer for MaxSim on ``rows`` (see the module docstring); returns its tensors
-    under their ``BertModel`` names."""
+                    *, epochs: float, lr: float, seed: int = 0, layers: int = 1) -> dict[str, np.ndarray]:
+    """Fine-tune ``model``'s top ``layers`` layers for MaxSim on ``rows`` (see the module docstring;
+    ``inputs`` holds the input of the lowest of them); returns their tensors under their ``BertModel`` names."""
     import copy
     import random
 
@@ -129,23 +180,15 @@ def tune_last_layer(model: Any, inputs: dict[str, np.ndarray], rows: list[tuple[
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    index = len(model.encoder.layer) - 1
-    layer = copy.deepcopy(model.encoder.layer[index]).float().train()
-    width = int(model.config.hidden_size)
+    first = len(model.encoder.layer) - layers
+    stack = torch.nn.ModuleList(copy.deepcopy(model.encoder.layer[first:])).float().train()
 
     def run(texts: list[str]) -> tuple[Any, Any]:
-        xs = [torch.from_numpy(inputs[t].astype(np.float32)) for t in texts]
-        x = torch.zeros(len(xs), max(len(v) for v in xs), width)
-        mask = torch.zeros(x.shape[:2])
-        for i, v in enumerate(xs):
-            x[i, : len(v)], mask[i, : len(v)] = v, 1
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = layer(x, attention_mask=(1.0 - mask[:, None, None, :]) * -1e4)
-        return (out[0] if isinstance(out, tuple) else out).float(), mask
+        return run_stack(stack, inputs, texts)
 
     train = [r for r in rows if any(y > 0 for y in r[2]) and any(y <= 0 for y in r[2])]
     steps = int(epochs * len(train))
-    opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(stack.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / max(steps, 1)))
     order: list[int] = []
     for _ in tqdm(range(steps), desc="tune last layer", unit="list"):
@@ -167,8 +210,18 @@ def tune_last_layer(model: Any, inputs: dict[str, np.ndarray], rows: list[tuple[
         loss.backward()
         opt.step()
         sched.step()
-    prefix = f"encoder.layer.{index}."
-    return {prefix + k: v.detach().float().contiguous().numpy() for k, v in layer.state_dict().items()}
+    out = {}
+    for key, value in stack.state_dict().items():  # "0.attention.self.query.weight" -> "encoder.layer.N.attention..."
+        i, rest = key.split(".", 1)
+        out[f"encoder.layer.{first + int(i)}.{rest}"] = value.detach().float().contiguous().numpy()
+    return out
+
+
+def extrapolate(model: Any, tuned: dict[str, np.ndarray], scale: float) -> dict[str, np.ndarray]:
+    """``shipped + scale * (tuned - shipped)`` per tensor (``model``: the shipped ``BertModel``): 1 is the
+    tuned layer itself, 0 the shipped one, above 1 a step further along the fine-tuning direction."""
+    shipped = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    return {k: (shipped[k] + scale * (v - shipped[k])).astype(np.float32) for k, v in tuned.items()}
 
 
 def list_evidence(states: dict[str, np.ndarray], stats: Any, query: str, texts: list[str]) -> dict[str, np.ndarray]:
@@ -177,6 +230,21 @@ def list_evidence(states: dict[str, np.ndarray], stats: Any, query: str, texts: 
 
     q, docs = states[query], [states[t] for t in texts]
     return {"cosine": pooled_cosines(q, docs), "maxsim": maxsim(q, docs), "bm25": stats.bm25(query, texts)}
+
+
+def lists_evidence(states: dict[str, np.ndarray], stats: Any, lists: dict[str, list[tuple[str, list[str], list[float]]]]
+                   ) -> dict[str, list[tuple[dict[str, np.ndarray], np.ndarray]]]:
+    """Per source, each list's evidence and labels."""
+    return {s: [(list_evidence(states, stats, q, texts), np.asarray(lab, dtype=np.float32)) for q, texts, lab in rows]
+            for s, rows in lists.items()}
+
+
+def mix_table(data: dict[str, list[tuple[dict[str, np.ndarray], np.ndarray]]], progress: bool = False
+              ) -> dict[tuple[float, ...], dict[str, float]]:
+    """nDCG@10 per source of every mix on the grid."""
+    grid = list(itertools.product(GRID_COSINE, GRID_MAXSIM, GRID_BM25))
+    return {g: {s: ndcg(data[s], dict(zip(("cosine", "maxsim", "bm25"), g, strict=True))) for s in data}
+            for g in tqdm(grid, desc="grid", unit="mix", disable=not progress)}
 
 
 def ndcg(rows: list[tuple[dict[str, np.ndarray], np.ndarray]], weights: dict[str, float]) -> float:
@@ -209,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-pairs", type=int, default=3000)
     ap.add_argument("--tune-epochs", type=float, default=2.0)
     ap.add_argument("--tune-lr", type=float, default=2e-5)
+    ap.add_argument("--tune-layers", type=int, default=1, help="how many of the top layers to tune")
+    ap.add_argument("--tune-scale", type=float, default=TUNE_SCALE,
+                    help="shipped + scale * (tuned - shipped) is saved (1: the tuned layer as trained)")
+    ap.add_argument("--scan-scales", default="", help="with --hold: comma-separated --tune-scale values to score "
+                    "on the held sources (the top layers rerun from their cached inputs, the mix refitted per value)")
     ap.add_argument("--hold", default="", help="comma-separated sources left out of tuning and fitting")
     ap.add_argument("--fold-reports", default="", help="comma-separated fold-report.json files to record")
     args = ap.parse_args(argv)
@@ -233,9 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.tune_epochs > 0:
         from safetensors.numpy import save_file
 
-        model, inputs = last_layer_inputs(all_texts, cache)
+        model, inputs = last_layer_inputs(all_texts, cache, args.tune_layers)
         tuned = tune_last_layer(model, inputs, [r for s, rows in lists.items() if s not in hold for r in rows],
-                                epochs=args.tune_epochs, lr=args.tune_lr)
+                                epochs=args.tune_epochs, lr=args.tune_lr, layers=args.tune_layers)
+        raw = tuned
+        tuned = extrapolate(model, raw, args.tune_scale)
         overrides = out / "last_layer.safetensors"
         tmp = overrides.with_suffix(".tmp")
         save_file({k: v.astype(np.float16) for k, v in tuned.items()}, str(tmp))  # read back as fp32
@@ -246,26 +321,32 @@ def main(argv: list[str] | None = None) -> int:
         states = cached_states(enc, all_texts, cache, salt)
     else:
         states = base_states
-    data = {s: [(list_evidence(states, stats, q, texts), np.asarray(lab, dtype=np.float32)) for q, texts, lab in rows]
-            for s, rows in tqdm(lists.items(), desc="evidence", unit="source")}
-    base = data if states is base_states else {  # the shipped MiniLM's parts: the baselines of the report
-        s: [(list_evidence(base_states, stats, q, texts), np.asarray(lab, dtype=np.float32)) for q, texts, lab in rows]
-        for s, rows in lists.items()}
+    data = lists_evidence(states, stats, lists)
+    # the shipped MiniLM's parts: the baselines of the report
+    base = data if states is base_states else lists_evidence(base_states, stats, lists)
     sources = [s for s in data if s not in hold]
-    grid = list(itertools.product(GRID_COSINE, GRID_MAXSIM, GRID_BM25))
-    table = {g: {s: ndcg(data[s], dict(zip(("cosine", "maxsim", "bm25"), g, strict=True))) for s in data}
-             for g in tqdm(grid, desc="grid", unit="mix")}
+    table = mix_table(data, progress=True)
     weights = grid_fit(table, sources)
     untuned = {"cosine": 1.0, "maxsim": 3.0, "bm25": 0.1}  # the mix shipped before the tuned layer
     command = (f"latentrag train late-interaction --max-pairs {args.max_pairs} --tune-epochs {args.tune_epochs} "
-               f"--tune-lr {args.tune_lr}" + (f" --hold {args.hold}" if hold else ""))
+               f"--tune-lr {args.tune_lr}" + (f" --tune-layers {args.tune_layers}" if args.tune_layers != 1 else "")
+               + f" --tune-scale {args.tune_scale}" + (f" --hold {args.hold}" if hold else ""))
     if hold:
         held = {s: {"biencoder": round(ndcg(base[s], {"cosine": 1.0}), 4),
                     "untuned_mix": round(ndcg(base[s], untuned), 4),
                     "tuned_maxsim": round(ndcg(data[s], {"maxsim": 1.0}), 4),
                     "tuned_mix": round(ndcg(data[s], weights), 4)} for s in hold}
-        fold = {"hold": hold, "weights": weights, "held_out": held, "command": command,
-                "seconds": round(time.perf_counter() - t0, 1)}
+        fold: dict[str, Any] = {"hold": hold, "weights": weights, "held_out": held, "command": command}
+        if args.scan_scales and overrides is not None:
+            fold["scales"] = {}
+            for scale in tqdm([float(v) for v in args.scan_scales.split(",")], desc="scales", unit="scale"):
+                states_s = top_layer_states(model, inputs, extrapolate(model, raw, scale), args.tune_layers)
+                data_s = lists_evidence(states_s, stats, lists)
+                w = grid_fit(mix_table(data_s), sources)
+                fold["scales"][str(scale)] = {"weights": w, **{
+                    s: {"tuned_maxsim": round(ndcg(data_s[s], {"maxsim": 1.0}), 4),
+                        "tuned_mix": round(ndcg(data_s[s], w), 4)} for s in hold}}
+        fold["seconds"] = round(time.perf_counter() - t0, 1)
         (out / "fold-report.json").write_text(json.dumps(fold, indent=1) + "\n")
         # a score folder of its own (CrossEncoderReranker(out)): what benchmarks/rerank.py scores the held set with
         LateInteractionScore(weights, "term_df.json.gz", {"fold": fold}, None if overrides is None else str(overrides)
@@ -289,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
               "seconds": round(time.perf_counter() - t0, 1), "command": command}
     meta: dict[str, Any] = {"folds": folds, "report": report}
     if overrides is not None:
-        meta["tuning"] = {"epochs": args.tune_epochs, "lr": args.tune_lr, "temperature": TUNE_TEMPERATURE,
+        meta["tuning"] = {"epochs": args.tune_epochs, "lr": args.tune_lr, "layers": args.tune_layers,
+                          "scale": args.tune_scale, "temperature": TUNE_TEMPERATURE,
                           "positives": TUNE_POSITIVES, "negatives": TUNE_NEGATIVES, "seed": 0,
                           "folds": [json.loads(Path(f).read_text()) for f in args.fold_reports.split(",") if f]}
     LateInteractionScore(weights, "term_df.json.gz", meta, None if overrides is None else str(overrides)).save(out)
