@@ -54,7 +54,7 @@ GRID_BM25 = (0.0, 0.1, 0.2, 0.3)
 TUNE_TEMPERATURE = 0.02
 TUNE_POSITIVES, TUNE_NEGATIVES = 8, 24
 #: The saved layer is ``shipped + TUNE_SCALE * (tuned - shipped)``: chosen on each DL fold separately (both
-#: picked 1.25 of 0, 0.5, 0.75, 1, 1.25, 1.5; the model card has the figures).
+#: picked 1.25 of the scales 0 to 2 scanned; the model card has the figures).
 TUNE_SCALE = 1.25
 
 
@@ -127,6 +127,23 @@ def last_layer_inputs(texts: Sequence[str], cache: Path | None, layers: int = 1)
     return model, _cached_rows(path, todo, compute)
 
 
+def top_stack(model: Any, layers: int) -> tuple[Any, Callable[[str], str]]:
+    """A copy (fp32) of ``model``'s top ``layers`` layers as one ``ModuleList``, and the map from its
+    parameter names ("0.attention...") to their ``BertModel`` names ("encoder.layer.N.attention...")."""
+    import copy
+
+    import torch
+
+    first = len(model.encoder.layer) - layers
+    stack = torch.nn.ModuleList(copy.deepcopy(model.encoder.layer[first:])).float()
+
+    def bert_name(key: str) -> str:
+        i, rest = key.split(".", 1)
+        return f"encoder.layer.{first + int(i)}.{rest}"
+
+    return stack, bert_name
+
+
 def run_stack(stack: Any, inputs: dict[str, np.ndarray], texts: list[str]) -> tuple[Any, Any]:
     """The top layers ``stack`` over the cached inputs of ``texts`` (padded, under bf16 autocast): their
     output states (fp32, padded) and the padding mask."""
@@ -149,13 +166,11 @@ def top_layer_states(model: Any, inputs: dict[str, np.ndarray], tensors: dict[st
     """Token states of every text in ``inputs`` with the top ``layers`` layers of ``model`` replaced by
     ``tensors`` (``BertModel`` names), computed from the cached inputs: a quick way to score a variant of the
     tuned layers (``--scan-scales``) without running the whole encoder again."""
-    import copy
-
     import torch
 
-    first = len(model.encoder.layer) - layers
-    stack = torch.nn.ModuleList(copy.deepcopy(model.encoder.layer[first:])).float().eval()
-    own = {f"encoder.layer.{first + int(k.split('.', 1)[0])}.{k.split('.', 1)[1]}": k for k in stack.state_dict()}
+    stack, bert_name = top_stack(model, layers)
+    stack.eval()
+    own = {bert_name(k): k for k in stack.state_dict()}
     stack.load_state_dict({own[k]: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()})
     todo = sorted(inputs, key=lambda t: len(inputs[t]))
     rows: dict[str, np.ndarray] = {}
@@ -172,7 +187,6 @@ def tune_last_layer(model: Any, inputs: dict[str, np.ndarray], rows: list[tuple[
                     *, epochs: float, lr: float, seed: int = 0, layers: int = 1) -> dict[str, np.ndarray]:
     """Fine-tune ``model``'s top ``layers`` layers for MaxSim on ``rows`` (see the module docstring;
     ``inputs`` holds the input of the lowest of them); returns their tensors under their ``BertModel`` names."""
-    import copy
     import random
 
     import torch
@@ -180,11 +194,8 @@ def tune_last_layer(model: Any, inputs: dict[str, np.ndarray], rows: list[tuple[
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    first = len(model.encoder.layer) - layers
-    stack = torch.nn.ModuleList(copy.deepcopy(model.encoder.layer[first:])).float().train()
-
-    def run(texts: list[str]) -> tuple[Any, Any]:
-        return run_stack(stack, inputs, texts)
+    stack, bert_name = top_stack(model, layers)
+    stack.train()
 
     train = [r for r in rows if any(y > 0 for y in r[2]) and any(y <= 0 for y in r[2])]
     steps = int(epochs * len(train))
@@ -199,7 +210,7 @@ def tune_last_layer(model: Any, inputs: dict[str, np.ndarray], rows: list[tuple[
         pos = [i for i, y in enumerate(labels) if y > 0]
         neg = [i for i, y in enumerate(labels) if y <= 0]
         pick = rng.sample(pos, min(TUNE_POSITIVES, len(pos))) + rng.sample(neg, min(TUNE_NEGATIVES, len(neg)))
-        states, mask = run([query, *[texts[i] for i in pick]])
+        states, mask = run_stack(stack, inputs, [query, *[texts[i] for i in pick]])
         q = F.normalize(states[0, : int(mask[0].sum())], dim=-1)
         d = F.normalize(states[1:], dim=-1)
         sims = torch.einsum("qh,bth->bqt", q, d) + (mask[1:, None, :] - 1) * 10
@@ -210,11 +221,7 @@ def tune_last_layer(model: Any, inputs: dict[str, np.ndarray], rows: list[tuple[
         loss.backward()
         opt.step()
         sched.step()
-    out = {}
-    for key, value in stack.state_dict().items():  # "0.attention.self.query.weight" -> "encoder.layer.N.attention..."
-        i, rest = key.split(".", 1)
-        out[f"encoder.layer.{first + int(i)}.{rest}"] = value.detach().float().contiguous().numpy()
-    return out
+    return {bert_name(k): v.detach().float().contiguous().numpy() for k, v in stack.state_dict().items()}
 
 
 def extrapolate(model: Any, tuned: dict[str, np.ndarray], scale: float) -> dict[str, np.ndarray]:
