@@ -9,7 +9,7 @@ measured a minimum cosine of 0.9988 to fp32, under the 0.999 bound, so it is onl
 
 Overrides, for tests and for users who know their machine better:
 
-- ``LATENTRAG_PRECISION=fp32|bf16|int8`` forces that precision on every model that offers it (``auto`` or
+- ``LATENTRAG_PRECISION=fp32|bf16|bf16-mixed|int8`` forces that precision on every model that offers it (``auto`` or
   unset: the rule above). A precision a model does not offer falls back to the rule, with a warning.
 - ``LATENTRAG_THREADS=N`` sets the threads of ONNX Runtime sessions and of torch (default: the physical
   cores this process may run on).
@@ -30,7 +30,7 @@ from latentrag.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "bf16-mixed", "int8")
 ENV_PRECISION = "LATENTRAG_PRECISION"
 ENV_THREADS = "LATENTRAG_THREADS"
 _CPUINFO = "/proc/cpuinfo"
@@ -224,7 +224,7 @@ def choose_path(model: str, offered: Sequence[tuple[str, str]], precision: str |
         for backend, prec in offered:
             if prec == want:
                 source = "requested" if precision not in (None, "auto") else f"{ENV_PRECISION}={want}"
-                if prec == "bf16" and backend == "torch" and not cpu.native_bf16:
+                if prec in ("bf16", "bf16-mixed") and backend == "torch" and not cpu.native_bf16:
                     source += f"; no native bf16 on this CPU ({cpu.isa}): emulated, several times slower than fp32"
                 return take_path(model, ExecutionPath(backend, prec, n, source))
         logger.warning("%s has no %s path (it offers %s); choosing automatically", model, want,

@@ -182,6 +182,43 @@ def test_static_and_dynamic_kv_caches_decode_the_same_tokens(reader):
         XRAGReader(lm=reader.lm, projector=reader.projector, encoder=reader.encoder, kv_cache="paged")
 
 
+def test_prompt_lookup_decodes_the_plain_greedy_tokens_in_fewer_passes(reader):
+    from latentrag.readers.xrag import XRAGReader
+
+    assert reader.prompt_lookup == 8 and "prompt_lookup=8" in repr(reader)
+    plain = XRAGReader(lm=reader.lm, projector=reader.projector, encoder=reader.encoder, prompt_lookup=0)
+    dynamic = XRAGReader(lm=reader.lm, projector=reader.projector, encoder=reader.encoder, kv_cache="dynamic")
+    passes = []
+    hook = reader.lm.model.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        for q, ctx in [("Where was Albert Einstein born, and in which year?", PASSAGES[:1]),
+                       ("Who directed Jaws?", PASSAGES), ("What do bees live in?", PASSAGES[2:])]:
+            for mode in ("text", "xrag"):
+                want = plain.answer_batch([q], [ctx], mode=mode, max_new_tokens=16)[0]
+                passes.clear()
+                got = reader.answer_batch([q], [ctx], mode=mode, max_new_tokens=16)[0]
+                assert got == want and got.text  # same tokens, same count
+                assert len(passes) <= want.new_tokens + 1  # never more than plain: prefill + 1 per token
+                if mode == "text" and q.startswith("Where"):  # the answer copies the passage: runs verified at once
+                    assert len(passes) < want.new_tokens - 2, (len(passes), want)
+                assert dynamic.answer(q, ctx, mode=mode, max_new_tokens=16) == want.text  # rejected positions cropped
+    finally:
+        hook.remove()
+    with pytest.raises(InvalidInputError, match="prompt_lookup must be"):
+        XRAGReader(lm=reader.lm, projector=reader.projector, encoder=reader.encoder, prompt_lookup=-1)
+
+
+def test_lookup_draft_copies_what_followed_the_latest_match():
+    from latentrag.readers.prompt import lookup_draft
+
+    seq = [5, 6, 7, 8, 9, 1, 6, 7, 2, 3, 4, 6, 7]
+    assert lookup_draft(seq, 3) == [2, 3, 4]  # the latest earlier "6 7" (a 3-gram "4 6 7" never occurred)
+    assert lookup_draft(seq, 1) == [2] and lookup_draft(seq, 0) == []
+    assert lookup_draft([1, 2, SLOT, 3, 1], 5) == [2]  # cut at a soft-token slot
+    assert lookup_draft([1, 2, 9, 1], 5) == [2, 9, 1]  # a 1-gram match when nothing longer matches
+    assert lookup_draft([1, 2, 3], 4) == []  # nothing occurs earlier
+
+
 def test_hits_reuse_their_vectors(reader):
     vec = reader.encoder.encode(PASSAGES[:1])[0]
     hit = Hit("e", "unrelated text", vector=vec)
@@ -284,18 +321,28 @@ def test_llama_index_query_engine_with_xrag_llm(reader, store):
 def test_bf16_path_agrees_with_fp32(reader, monkeypatch, caplog):
     # The fallback and the fast path give the same greedy answers (bf16 is emulated, so slow, on CPUs without
     # native bf16: two short answers only). The fp32 weights stay as they are for readers that asked for them.
+    from latentrag.readers._bf16 import Bf16Linear
     from latentrag.readers.lm import load_lm
     from latentrag.readers.xrag import XRAGReader
 
     fp32 = XRAGReader(precision="fp32")
     bf16 = XRAGReader(precision="bf16")
+    mixed = XRAGReader(precision="bf16-mixed")
     assert "path='torch-fp32'" in repr(fp32) and "path='torch-bf16'" in repr(bf16)
+    assert "path='torch-bf16-mixed'" in repr(mixed)
     assert next(bf16.lm.model.parameters()).dtype == torch.bfloat16
     assert next(fp32.lm.model.parameters()).dtype == torch.float32
+    # bf16-mixed: every product but the LM head in bf16; the embeddings, norms and head in fp32
+    linears = [m for m in mixed.lm.model.modules() if isinstance(m, (torch.nn.Linear, Bf16Linear))]
+    assert sum(isinstance(m, Bf16Linear) for m in linears) == 7 * mixed.lm.model.config.num_hidden_layers
+    assert all(m.weight.dtype == torch.bfloat16 for m in linears if isinstance(m, Bf16Linear))
+    assert mixed.lm.model.get_output_embeddings().weight.dtype == torch.float32
+    assert {p.dtype for n, p in mixed.lm.model.named_parameters() if "norm" in n} == {torch.float32}
     for q in ("Who directed Jaws?", "Where was Einstein born?"):
-        assert bf16.answer(q, PASSAGES[:2], mode="text", max_new_tokens=6) == fp32.answer(
-            q, PASSAGES[:2], mode="text", max_new_tokens=6)
-    assert load_lm(precision="bf16") is bf16.lm  # loaded once per precision
+        want = fp32.answer(q, PASSAGES[:2], mode="text", max_new_tokens=6)
+        assert bf16.answer(q, PASSAGES[:2], mode="text", max_new_tokens=6) == want
+        assert mixed.answer(q, PASSAGES[:2], mode="text", max_new_tokens=6) == want
+    assert load_lm(precision="bf16") is bf16.lm and load_lm(precision="bf16-mixed") is mixed.lm  # once per precision
     monkeypatch.delenv("LATENTRAG_PRECISION", raising=False)
     auto = load_lm()  # bf16 changed greedy answers on the dev questions: auto keeps fp32, even with native bf16
     assert auto.path.precision == "fp32" and "precision='bf16'" in auto.path.reason

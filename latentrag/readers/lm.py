@@ -56,26 +56,32 @@ class LanguageModel:
     path: Any = None
 
 
-AUTO_LM_REASON = ("auto: bf16 changed 21 of 100 greedy answers (benchmarks/speed.py --only-lm); "
-                  "precision='bf16' takes it")
+AUTO_LM_REASON = ("auto: bf16-mixed changed 6 and bf16 22 of 100 greedy answers (benchmarks/speed.py --only-lm); "
+                  "precision='bf16-mixed' or precision='bf16' takes them")
 
 
 def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto") -> LanguageModel:
     """Load a frozen causal LM once per process and precision (later calls return the same object).
 
     ``None`` or the SmolLM2 name loads the shipped GGUF through the fp32 cache; any other value is a
-    transformers hub name or local folder. ``precision``: ``"auto"`` (fp32) or ``"fp32"``, or ``"bf16"``:
-    the weights and the KV cache in bfloat16, 1.53x faster to the first token and 1.31x faster decoding where
-    the CPU has native bf16 (AMX, AVX-512 BF16; emulated elsewhere, several times slower), but it changed the
-    greedy answer of 21 of 100 dev questions (gold answer found in 14 against 17, ``benchmarks/speed.py
-    --only-lm``), so ``"auto"`` does not take it. ``$LATENTRAG_PRECISION`` forces one when ``precision`` is
-    "auto". ``LanguageModel.path`` says which was taken.
+    transformers hub name or local folder. ``precision``:
+
+    - ``"auto"`` or ``"fp32"``: fp32, the answers the LM was evaluated with.
+    - ``"bf16-mixed"``: every linear layer but the LM head multiplies in bf16 (its input rounded on the way in);
+      the residual stream, norms, attention, key/value cache and head stay fp32 (:mod:`latentrag.readers._bf16`).
+      Where the CPU has native bf16 (AMX, AVX-512 BF16; emulated elsewhere, several times slower) it reached
+      the first token 1.53x sooner than fp32 and gave the fp32 greedy answer on 94 of 100 dev questions.
+    - ``"bf16"``: the whole model and its cache in bfloat16: 1.58x sooner to the first token, 78 of 100.
+
+    Both were measured with ``benchmarks/speed.py --only-lm`` against the same fp32 answers; 95 of 100 was
+    the bar, so ``"auto"`` takes neither. ``$LATENTRAG_PRECISION`` forces one when ``precision`` is "auto".
+    ``LanguageModel.path`` says which was taken.
     """
     from latentrag.device import ExecutionPath, choose_path, requested_precision, take_path, threads
 
     key = DEFAULT_LM_NAME if model is None or str(model) in _DEFAULT_ALIASES else str(model)
     if requested_precision(precision) == "int8" and precision != "auto":
-        msg = "the LM has no int8 path; pass precision='auto', 'fp32' or 'bf16'."
+        msg = "the LM has no int8 path; pass precision='auto', 'fp32', 'bf16-mixed' or 'bf16'."
         raise ModelLoadError(msg)
     want = requested_precision(precision) or "auto"  # $LATENTRAG_PRECISION=int8: the automatic rule, warned
     with _lock:
@@ -83,7 +89,8 @@ def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto"
             if want == "auto":  # bf16 only when asked: it changed the greedy answer of 21 of 100 dev questions
                 path = take_path(key, ExecutionPath("torch", "fp32", threads(), AUTO_LM_REASON))
             else:
-                offered = [("torch", "bf16"), ("torch", "fp32")] if want == "bf16" else [("torch", "fp32")]
+                fast = [("torch", want)] if want in ("bf16", "bf16-mixed") else []
+                offered = [*fast, ("torch", "fp32")]
                 path = choose_path(key, offered, None if precision == "auto" else precision)
             base = _loaded.get((key, "fp32:base"))
             if base is None:
@@ -93,14 +100,19 @@ def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto"
 
 
 def _with_precision(lm: LanguageModel, path: Any) -> LanguageModel:
-    """``lm`` itself for fp32, else a bfloat16 copy (the fp32 one stays for callers that asked for it)."""
+    """``lm`` itself for fp32, else a copy (the fp32 one stays for callers that asked for it): bf16 products in
+    an fp32 model for ``bf16-mixed`` (see :mod:`latentrag.readers._bf16`), the whole model in bfloat16 for ``bf16``."""
     if path.precision == "fp32":
         return replace(lm, path=path)
     import copy
 
     import torch
 
-    return replace(lm, model=_freeze(copy.deepcopy(lm.model).to(torch.bfloat16)), path=path)
+    from latentrag.readers._bf16 import bf16_products
+
+    model = copy.deepcopy(lm.model)
+    model = bf16_products(model) if path.precision == "bf16-mixed" else model.to(torch.bfloat16)
+    return replace(lm, model=_freeze(model), path=path)
 
 
 def _freeze(model: Any) -> Any:

@@ -78,3 +78,19 @@ def embed_batch(
         emb = emb.masked_scatter(slots.unsqueeze(-1), soft.to(emb.dtype))
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     return emb, mask, positions
+
+
+def lookup_draft(seq: Sequence[int], limit: int, longest: int = 3) -> list[int]:
+    """Up to ``limit`` tokens the text itself suggests will come next (prompt lookup): the tokens that followed
+    the latest earlier occurrence of ``seq``'s last ``n`` tokens, for the longest ``n`` (``longest`` down to 1)
+    that occurs earlier, cut at the first soft-token slot. Empty when nothing matches or ``limit`` is 0."""
+    if limit <= 0:
+        return []
+    for n in range(min(longest, len(seq) - 1), 0, -1):
+        tail = list(seq[-n:])
+        first = tail[0]
+        for start in range(len(seq) - n - 1, -1, -1):
+            if seq[start] == first and list(seq[start : start + n]) == tail:
+                follow = list(seq[start + n : start + n + limit])
+                return follow[: follow.index(SLOT)] if SLOT in follow else follow
+    return []

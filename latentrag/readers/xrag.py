@@ -28,7 +28,7 @@ from latentrag.encoders import Encoder, default_encoder, load_encoder
 from latentrag.errors import InvalidInputError, check_positive_int, check_query
 from latentrag.models.projector import Projector, shipped_dir
 from latentrag.readers.lm import LanguageModel, load_lm
-from latentrag.readers.prompt import embed_batch, prompt_ids, slot_marker, user_message
+from latentrag.readers.prompt import embed_batch, lookup_draft, prompt_ids, slot_marker, user_message
 from latentrag.readers.registry import MARKER_RE, REGISTRY, SoftContextRegistry, split_markers
 from latentrag.types import Hit
 from latentrag.validate import check_str_list
@@ -36,6 +36,8 @@ from latentrag.validate import check_str_list
 MODES = ("xrag", "text", "none", "mixed")
 #: In ``mixed`` mode, how many of the best-ranked passages are read as text by default (the rest as soft tokens).
 TEXT_PASSAGES = 1
+#: most tokens copied from the prompt that one decoding pass checks (see XRAGReader._decode_one)
+PROMPT_LOOKUP = 8
 #: Text passages are cut to this many LM tokens in ``text`` mode (a window like the encoder's).
 MAX_TEXT_TOKENS = 256
 QUESTION_RE = re.compile(r"(?:question|query)\s*:\s*(.+?)\s*(?:\n\s*answer\s*:?\s*)?$", re.IGNORECASE | re.DOTALL)
@@ -62,12 +64,16 @@ class XRAGReader:
     match it (``None``: the projector's). Generation is greedy and stops at the end of the first line.
     ``mode="mixed"`` reads the ``text_passages`` best-ranked passages (default 1) as text and the rest as
     soft tokens: the passage most likely to hold the answer verbatim stays readable, the long tail is compressed.
-    ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``) is the LM's (see :func:`~latentrag.readers.lm.load_lm`):
-    ``"auto"`` is fp32; ``"bf16"`` (weights and KV cache) is 1.5x faster to the first token where the CPU has
-    native bf16 but changes some greedy answers; ``repr`` shows the path taken. ``kv_cache``: ``"static"``
-    (the default: one preallocated key/value buffer per answer, written in place, so a decoding step copies
-    nothing; LMs whose ``transformers`` class cannot take one fall back to ``"dynamic"``) or ``"dynamic"``
-    (the cache grows by concatenation at every step). Both decode the same greedy tokens.
+    ``precision`` (``"auto"``, ``"fp32"``, ``"bf16-mixed"``, ``"bf16"``) is the LM's (see
+    :func:`~latentrag.readers.lm.load_lm`): ``"auto"`` is fp32; ``"bf16-mixed"`` (bf16 products in the fp32
+    model) and ``"bf16"`` (the whole model) reach the first token about 1.5x sooner where the CPU has native
+    bf16 but change some greedy answers (6 and 22 of 100 dev questions); ``repr`` shows the path taken.
+    ``kv_cache``: ``"static"`` (the default: one preallocated key/value buffer per answer, written in place, so
+    a decoding step copies nothing; LMs whose ``transformers`` class cannot take one fall back to
+    ``"dynamic"``) or ``"dynamic"`` (the cache grows by concatenation at every step). ``prompt_lookup``
+    (default 8): a single answer checks up to that many tokens copied from the prompt in one forward pass
+    (prompt lookup decoding, see :meth:`_decode_one`); 0 decodes one token per pass. Every setting of
+    ``kv_cache`` and ``prompt_lookup`` decodes the same greedy tokens.
 
     >>> reader = XRAGReader()                                                    # doctest: +SKIP
     >>> reader.answer("Where was Einstein born?", ["Albert Einstein was born in Ulm."])  # doctest: +SKIP
@@ -86,6 +92,7 @@ class XRAGReader:
         precision: str = "auto",
         text_passages: int = TEXT_PASSAGES,
         kv_cache: str = "static",
+        prompt_lookup: int = PROMPT_LOOKUP,
     ) -> None:
         if registry is not None and not isinstance(registry, SoftContextRegistry):
             msg = f"registry must be a SoftContextRegistry, got {type(registry).__name__}."
@@ -126,11 +133,16 @@ class XRAGReader:
         # transformers 5 names the cache argument `cache` (`past_key_values` is deprecated there)
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.kv_cache = kv_cache if kv_cache == "dynamic" or self._new_cache(1, 8) is not None else "dynamic"
+        if isinstance(prompt_lookup, bool) or not isinstance(prompt_lookup, int) or prompt_lookup < 0:
+            msg = f"prompt_lookup must be an integer >= 0 (0 turns it off), got {prompt_lookup!r}."
+            raise InvalidInputError(msg)
+        #: most tokens copied from the text that one decoding pass verifies (single answers; 0: off)
+        self.prompt_lookup = prompt_lookup
 
     def __repr__(self) -> str:
         path = "fp32" if self.lm.path is None else str(self.lm.path)
         return (f"XRAGReader(lm={self.lm.name!r}, path={path!r}, tokens_per_doc={self.tokens_per_doc}, "
-                f"encoder={self.encoder.name!r}, kv_cache={self.kv_cache!r})")
+                f"encoder={self.encoder.name!r}, kv_cache={self.kv_cache!r}, prompt_lookup={self.prompt_lookup})")
 
     def _new_cache(self, batch: int, length: int) -> Any:
         """A preallocated key/value cache for ``batch`` rows of up to ``length`` positions, or None where this
@@ -357,6 +369,9 @@ class XRAGReader:
             where = {"cache_position": torch.arange(width)}
         out = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
                     **{self._cache_arg: cache}, **where, **self._last_logits)
+        if len(rows) == 1 and self.prompt_lookup:
+            yield from self._decode_one(rows[0], out.logits[0, -1], cache, bool(where), max_new_tokens)
+            return
         running = list(range(len(rows)))
         last_pos = positions[:, -1]
         for i in range(max_new_tokens):
@@ -381,6 +396,45 @@ class XRAGReader:
                 where = {"cache_position": torch.tensor([width + i])}
             out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_pos[:, None],
                         use_cache=True, **{self._cache_arg: cache}, **where)
+
+
+    def _decode_one(self, prompt: list[int], logits: torch.Tensor, cache: Any, static: bool,
+                    max_new_tokens: int) -> Iterator[dict[int, int]]:
+        """Greedy decoding of one prompt, several tokens per forward pass where the text predicts them.
+
+        After each token, up to ``prompt_lookup`` tokens that followed an earlier occurrence of the last 1-3
+        tokens (in the prompt or the answer so far, see :func:`~latentrag.readers.prompt.lookup_draft`) go
+        through the LM with it in one pass; the pass gives the LM's greedy choice after each of them, and the
+        proposed tokens are kept up to the first one that differs from that choice, which then follows. So
+        the tokens are those plain greedy decoding gives, and an answer copied from a passage costs a pass
+        per copied run instead of a pass per token. The cache drops the positions of rejected tokens."""
+        model = self.lm.model
+        seq = list(prompt)
+        token = int(logits.argmax())
+        while token not in self._stop_ids:
+            yield {0: token}
+            seq.append(token)
+            left = max_new_tokens - (len(seq) - len(prompt))
+            if left == 0:
+                return
+            draft = lookup_draft(seq, min(self.prompt_lookup, left - 1))
+            start, n = len(seq) - 1, 1 + len(draft)
+            span = torch.arange(start, start + n)
+            where = {"cache_position": span} if static else {}
+            out = model(input_ids=torch.tensor([[token, *draft]]), attention_mask=torch.ones((1, start + n),
+                        dtype=torch.long), position_ids=span[None], use_cache=True, **{self._cache_arg: cache},
+                        **where)
+            best = out.logits[0].argmax(-1).tolist()
+            kept = 0
+            while kept < len(draft) and draft[kept] == best[kept]:
+                if draft[kept] in self._stop_ids:
+                    return
+                yield {0: draft[kept]}
+                seq.append(draft[kept])
+                kept += 1
+            if kept < len(draft) and hasattr(cache, "crop"):  # a negative count removes that many positions
+                cache.crop(kept - len(draft))
+            token = best[kept]
 
 
 _DEFAULT_READER: XRAGReader | None = None
