@@ -100,7 +100,8 @@ def test_choose_path_rule_and_override(monkeypatch, caplog):
         assert str(dev.choose_path("m-env", [("torch", "fp32")])) == "torch-fp32"
     assert "has no bf16 path" in caplog.text
     monkeypatch.setenv(dev.ENV_PRECISION, "fp16")
-    with pytest.raises(InvalidInputError, match="LATENTRAG_PRECISION must be one of auto, fp32, bf16, int8"):
+    must = "LATENTRAG_PRECISION must be one of auto, fp32, bf16, bf16-mixed, int8"
+    with pytest.raises(InvalidInputError, match=must):
         dev.choose_path("m", OFFERED)
 
 

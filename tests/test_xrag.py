@@ -208,6 +208,33 @@ def test_prompt_lookup_decodes_the_plain_greedy_tokens_in_fewer_passes(reader):
         XRAGReader(lm=reader.lm, projector=reader.projector, encoder=reader.encoder, prompt_lookup=-1)
 
 
+def test_prompt_opening_states_are_stored_once_and_give_the_same_answers(reader):
+    from latentrag.readers.xrag import XRAGReader
+
+    whole = XRAGReader(lm=reader.lm, projector=reader.projector, encoder=reader.encoder)
+    whole._prefixes = []  # nothing stored: every prompt runs from its first position
+    dynamic = XRAGReader(lm=reader.lm, projector=reader.projector, encoder=reader.encoder, kv_cache="dynamic")
+    widths: list[int] = []
+
+    def prompt_width(_module, _args, kwargs, _out):
+        if kwargs.get("inputs_embeds") is not None:
+            widths.append(kwargs["inputs_embeds"].shape[1])
+
+    hook = reader.lm.model.register_forward_hook(prompt_width, with_kwargs=True)
+    try:
+        for mode in ("xrag", "text", "none", "mixed"):
+            for q in ("Where was Albert Einstein born?", "Who directed Jaws?"):
+                widths.clear()
+                got = reader.answer(q, PASSAGES, mode=mode, max_new_tokens=10)
+                assert widths[0] <= reader.prompt_tokens(q, PASSAGES, mode) - 30  # the opening was not run again
+                assert got == whole.answer(q, PASSAGES, mode=mode, max_new_tokens=10)
+                assert got == dynamic.answer(q, PASSAGES, mode=mode, max_new_tokens=10)
+    finally:
+        hook.remove()
+    assert [len(ids) for ids, _ in reader._prefixes] == [43, 39]  # with a background, without
+    assert len(reader._prefixes[0][1]) == reader.lm.model.config.num_hidden_layers
+
+
 def test_lookup_draft_copies_what_followed_the_latest_match():
     from latentrag.readers.prompt import lookup_draft
 

@@ -94,3 +94,20 @@ def lookup_draft(seq: Sequence[int], limit: int, longest: int = 3) -> list[int]:
                 follow = list(seq[start + n : start + n + limit])
                 return follow[: follow.index(SLOT)] if SLOT in follow else follow
     return []
+
+
+def template_prefixes(tokenizer: Any) -> list[list[int]]:
+    """The ids that every prompt of a kind begins with (the chat template's system turn and the instruction):
+    one list for prompts with a background, as text or soft tokens, one for prompts without. Each stops one
+    token before the first place where two prompts of its kind differ, so a merge across that boundary never
+    lands inside it; a prompt still reuses one only where its own ids start with it."""
+    out = []
+    for probes in ([user_message("Why?", ["x."]), user_message("How?", ["y."]), user_message("Why?", None, 1)],
+                   [user_message("Why?", None), user_message("How?", None)]):
+        rows = [prompt_ids(tokenizer, p) for p in probes]
+        n = 0
+        while all(len(r) > n and r[n] == rows[0][n] for r in rows):
+            n += 1
+        if n > 1:
+            out.append(rows[0][: n - 1])
+    return out

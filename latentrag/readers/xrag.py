@@ -28,7 +28,14 @@ from latentrag.encoders import Encoder, default_encoder, load_encoder
 from latentrag.errors import InvalidInputError, check_positive_int, check_query
 from latentrag.models.projector import Projector, shipped_dir
 from latentrag.readers.lm import LanguageModel, load_lm
-from latentrag.readers.prompt import embed_batch, lookup_draft, prompt_ids, slot_marker, user_message
+from latentrag.readers.prompt import (
+    embed_batch,
+    lookup_draft,
+    prompt_ids,
+    slot_marker,
+    template_prefixes,
+    user_message,
+)
 from latentrag.readers.registry import MARKER_RE, REGISTRY, SoftContextRegistry, split_markers
 from latentrag.types import Hit
 from latentrag.validate import check_str_list
@@ -73,7 +80,9 @@ class XRAGReader:
     ``"dynamic"``) or ``"dynamic"`` (the cache grows by concatenation at every step). ``prompt_lookup``
     (default 8): a single answer checks up to that many tokens copied from the prompt in one forward pass
     (prompt lookup decoding, see :meth:`_decode_one`); 0 decodes one token per pass. Every setting of
-    ``kv_cache`` and ``prompt_lookup`` decodes the same greedy tokens.
+    ``kv_cache`` and ``prompt_lookup`` decodes the same greedy tokens. A single prompt also starts from the
+    stored key/value states of the template's opening (the system turn and the instruction, computed once per
+    reader), so only its passages and question go through the LM.
 
     >>> reader = XRAGReader()                                                    # doctest: +SKIP
     >>> reader.answer("Where was Einstein born?", ["Albert Einstein was born in Ulm."])  # doctest: +SKIP
@@ -122,6 +131,9 @@ class XRAGReader:
         self.text_passages = text_passages
         self.max_text_tokens = check_positive_int("max_text_tokens", max_text_tokens)
         self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe under concurrent calls
+        self._prefix_lock = threading.Lock()
+        #: (ids, per-layer key/value states) of the prompt template's openings, computed on first use
+        self._prefixes: list[tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] | None = None
         self._embed_tokens = self.lm.model.get_input_embeddings()
         self._stop_ids = self._line_end_ids()
         # LM-head logits for the last position only (most of the prefill's vocabulary projection is skipped)
@@ -352,7 +364,10 @@ class XRAGReader:
     @torch.inference_mode()
     def _generate(self, rows: list[list[int]], embs: list[np.ndarray | None],
                   max_new_tokens: int) -> Iterator[dict[int, int]]:
-        """Greedy decoding with a KV cache; yields {row: token} for the rows still running at each step."""
+        """Greedy decoding with a KV cache; yields {row: token} for the rows still running at each step. A
+        single prompt that begins with the template's opening starts from its stored states (:meth:`_reuse_prefix`)."""
+        from transformers import DynamicCache
+
         present = [e for e in embs if e is not None]
         soft = self.soft_tokens(np.vstack(present)) if present else None
         pad = int(self.lm.tokenizer.pad_token_id)
@@ -360,15 +375,12 @@ class XRAGReader:
         model = self.lm.model
         width = inputs.shape[1]
         cache = self._new_cache(len(rows), width + max_new_tokens) if self.kv_cache == "static" else None
-        if cache is None:
-            from transformers import DynamicCache
-
-            cache = DynamicCache()
-            where: dict[str, Any] = {}
-        else:  # a static cache is written at explicit positions
-            where = {"cache_position": torch.arange(width)}
-        out = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
-                    **{self._cache_arg: cache}, **where, **self._last_logits)
+        static = cache is not None  # a static cache is written at explicit positions
+        cache = cache if static else DynamicCache()
+        start = self._reuse_prefix(rows[0], cache) if len(rows) == 1 else 0
+        where: dict[str, Any] = {"cache_position": torch.arange(start, width)} if static else {}
+        out = model(inputs_embeds=inputs[:, start:], attention_mask=mask, position_ids=positions[:, start:],
+                    use_cache=True, **{self._cache_arg: cache}, **where, **self._last_logits)
         if len(rows) == 1 and self.prompt_lookup:
             yield from self._decode_one(rows[0], out.logits[0, -1], cache, bool(where), max_new_tokens)
             return
@@ -397,6 +409,37 @@ class XRAGReader:
             out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_pos[:, None],
                         use_cache=True, **{self._cache_arg: cache}, **where)
 
+
+    def _reuse_prefix(self, row: list[int], cache: Any) -> int:
+        """Write the stored key/value states of the prompt template's fixed opening (the system turn and the
+        instruction: 44 of the 85 positions of a 5-passage xRAG prompt for the shipped LM) into ``cache`` when
+        ``row`` begins with it; returns how many positions that covers (0: none). The states are computed
+        once per reader, on first use, by the same LM."""
+        with self._prefix_lock:
+            if self._prefixes is None:
+                try:
+                    self._prefixes = [(p, self._states_of(p)) for p in template_prefixes(self.lm.tokenizer)]
+                except (AttributeError, TypeError):  # a cache whose layers hold no plain key/value tensors
+                    self._prefixes = []
+        for prefix, states in self._prefixes:
+            n = len(prefix)
+            if len(row) > n and row[:n] == prefix:
+                span = torch.arange(n)
+                for layer, (keys, values) in enumerate(states):
+                    cache.update(keys, values, layer, {"cache_position": span})
+                return n
+        return 0
+
+    def _states_of(self, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the LM's (keys, values) for the prompt opening ``ids``."""
+        from transformers import DynamicCache
+
+        cache: Any = DynamicCache()
+        self.lm.model(input_ids=torch.tensor([ids]), position_ids=torch.arange(len(ids))[None], use_cache=True,
+                      **{self._cache_arg: cache}, **self._last_logits)
+        if hasattr(cache, "layers"):  # transformers >= 5
+            return [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+        return [(k.clone(), v.clone()) for k, v in zip(cache.key_cache, cache.value_cache, strict=True)]
 
     def _decode_one(self, prompt: list[int], logits: torch.Tensor, cache: Any, static: bool,
                     max_new_tokens: int) -> Iterator[dict[int, int]]:
