@@ -56,7 +56,7 @@ class LanguageModel:
     path: Any = None
 
 
-AUTO_LM_REASON = ("auto: bf16-mixed changed 6 and bf16 22 of 100 greedy answers (benchmarks/speed.py --only-lm); "
+AUTO_LM_REASON = ("auto: bf16-mixed changed 9 and bf16 23 of 100 greedy answers (benchmarks/speed.py --only-lm); "
                   "precision='bf16-mixed' or precision='bf16' takes them")
 
 
@@ -70,8 +70,8 @@ def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto"
     - ``"bf16-mixed"``: every linear layer but the LM head multiplies in bf16 (its input rounded on the way in);
       the residual stream, norms, attention, key/value cache and head stay fp32 (:mod:`latentrag.readers._bf16`).
       Where the CPU has native bf16 (AMX, AVX-512 BF16; emulated elsewhere, several times slower) it reached
-      the first token 1.63x sooner than fp32 and gave the fp32 greedy answer on 94 of 100 dev questions.
-    - ``"bf16"``: the whole model and its cache in bfloat16: 1.60x sooner to the first token, 78 of 100.
+      the first token 1.52x sooner than fp32 and gave the fp32 greedy answer on 91 of 100 dev questions.
+    - ``"bf16"``: the whole model and its cache in bfloat16: 1.54x sooner to the first token, 77 of 100.
 
     Both were measured with ``benchmarks/speed.py --only-lm`` against the same fp32 answers; 95 of 100 was
     the bar, so ``"auto"`` takes neither. ``$LATENTRAG_PRECISION`` forces one when ``precision`` is "auto".

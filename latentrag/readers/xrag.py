@@ -74,7 +74,7 @@ class XRAGReader:
     ``precision`` (``"auto"``, ``"fp32"``, ``"bf16-mixed"``, ``"bf16"``) is the LM's (see
     :func:`~latentrag.readers.lm.load_lm`): ``"auto"`` is fp32; ``"bf16-mixed"`` (bf16 products in the fp32
     model) and ``"bf16"`` (the whole model) reach the first token about 1.5x sooner where the CPU has native
-    bf16 but change some greedy answers (6 and 22 of 100 dev questions); ``repr`` shows the path taken.
+    bf16 but change some greedy answers (9 and 23 of 100 dev questions); ``repr`` shows the path taken.
     ``kv_cache``: ``"static"`` (the default: one preallocated key/value buffer per answer, written in place, so
     a decoding step copies nothing; LMs whose ``transformers`` class cannot take one fall back to
     ``"dynamic"``) or ``"dynamic"`` (the cache grows by concatenation at every step). ``prompt_lookup``
@@ -382,7 +382,7 @@ class XRAGReader:
         out = model(inputs_embeds=inputs[:, start:], attention_mask=mask, position_ids=positions[:, start:],
                     use_cache=True, **{self._cache_arg: cache}, **where, **self._last_logits)
         if len(rows) == 1 and self.prompt_lookup:
-            yield from self._decode_one(rows[0], out.logits[0, -1], cache, bool(where), max_new_tokens)
+            yield from self._decode_one(rows[0], out.logits[0, -1], cache, static, max_new_tokens)
             return
         running = list(range(len(rows)))
         last_pos = positions[:, -1]
@@ -409,10 +409,9 @@ class XRAGReader:
             out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_pos[:, None],
                         use_cache=True, **{self._cache_arg: cache}, **where)
 
-
     def _reuse_prefix(self, row: list[int], cache: Any) -> int:
         """Write the stored key/value states of the prompt template's fixed opening (the system turn and the
-        instruction: 44 of the 85 positions of a 5-passage xRAG prompt for the shipped LM) into ``cache`` when
+        instruction: 43 of the 85 positions of a 5-passage xRAG prompt for the shipped LM) into ``cache`` when
         ``row`` begins with it; returns how many positions that covers (0: none). The states are computed
         once per reader, on first use, by the same LM."""
         with self._prefix_lock:
