@@ -13,9 +13,10 @@ baseline in the same run, plus DenseRetriever query latency before/after.
   ``default_encoder()`` takes to embed those 100 passages; its pairs/s against
   ``sentence_transformers.CrossEncoder`` (batch 32) on the previous default's cross-encoder weights; and that
   cross-encoder here (its mix, and its logits on this path and on torch fp32).
-- LM (the xRAG reader's SmolLM2): time to first token with 5 passages and decoding tokens/s of the default
-  (fp32, static key/value cache) and of bf16, each against the path before (fp32, a cache grown by
-  concatenation), and how many greedy answers agree with it (``--lm-questions``).
+- LM (the xRAG reader's SmolLM2): time to first token with 5 passages (as text and as soft tokens) and
+  decoding tokens/s of the default (fp32, static key/value cache, prompt lookup, stored prompt opening), of
+  bf16-mixed and of bf16, each against the path before (fp32, a cache grown by concatenation, one pass per
+  token, prompts run whole), and how many greedy answers agree with it (``--lm-questions``).
 - Latency: p50/p95 of ``DenseRetriever(store, k=10).retrieve(query)`` and ``MultiHopRetriever(store, k=10)``
   (encode + FaissStore search over the passages, and the hops) with the previous default encoder (int8
   ONNX) and the new default, on the dev questions.
@@ -224,7 +225,7 @@ def lm_section(n_questions: int, new_tokens: int) -> dict[str, Any]:
     LM alone is timed), and how many greedy answers equal the baseline's, on single-passage dev questions (gold
     passage plus 4 pool passages). Interleaved per question. Where the CPU has no native bf16 the bf16 paths
     are emulated; they are then timed on 3 questions."""
-    from latentrag.device import cpu_features
+    from latentrag.device import BF16_PRECISIONS, cpu_features
     from latentrag.readers.xrag import XRAGReader
 
     items: list[tuple[str, list[str]]] = []
@@ -257,7 +258,7 @@ def lm_section(n_questions: int, new_tokens: int) -> dict[str, Any]:
     for i, (q, ps) in enumerate(items):
         readers[base].embed_passages(ps)  # the shared encoder's cache: xRAG first tokens time the LM alone
         for p, r in readers.items():
-            if p in ("bf16", "bf16-mixed") and i >= n_bf16:
+            if p in BF16_PRECISIONS and i >= n_bf16:
                 continue
             t0 = time.perf_counter()
             r.answer(q, ps, mode="xrag", max_new_tokens=1)

@@ -31,6 +31,8 @@ from latentrag.errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "bf16-mixed", "int8")
+#: the precisions that run bf16 products (emulated, so slow, on CPUs without native bf16)
+BF16_PRECISIONS = ("bf16", "bf16-mixed")
 ENV_PRECISION = "LATENTRAG_PRECISION"
 ENV_THREADS = "LATENTRAG_THREADS"
 _CPUINFO = "/proc/cpuinfo"
@@ -224,7 +226,7 @@ def choose_path(model: str, offered: Sequence[tuple[str, str]], precision: str |
         for backend, prec in offered:
             if prec == want:
                 source = "requested" if precision not in (None, "auto") else f"{ENV_PRECISION}={want}"
-                if prec in ("bf16", "bf16-mixed") and backend == "torch" and not cpu.native_bf16:
+                if prec in BF16_PRECISIONS and backend == "torch" and not cpu.native_bf16:
                     source += f"; no native bf16 on this CPU ({cpu.isa}): emulated, several times slower than fp32"
                 return take_path(model, ExecutionPath(backend, prec, n, source))
         logger.warning("%s has no %s path (it offers %s); choosing automatically", model, want,

@@ -77,7 +77,7 @@ def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto"
     the bar, so ``"auto"`` takes neither. ``$LATENTRAG_PRECISION`` forces one when ``precision`` is "auto".
     ``LanguageModel.path`` says which was taken.
     """
-    from latentrag.device import ExecutionPath, choose_path, requested_precision, take_path, threads
+    from latentrag.device import BF16_PRECISIONS, ExecutionPath, choose_path, requested_precision, take_path, threads
 
     key = DEFAULT_LM_NAME if model is None or str(model) in _DEFAULT_ALIASES else str(model)
     if requested_precision(precision) == "int8" and precision != "auto":
@@ -86,10 +86,10 @@ def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto"
     want = requested_precision(precision) or "auto"  # $LATENTRAG_PRECISION=int8: the automatic rule, warned
     with _lock:
         if (key, want) not in _loaded:
-            if want == "auto":  # bf16 only when asked: it changed the greedy answer of 21 of 100 dev questions
+            if want == "auto":  # bf16 paths only when asked: they change greedy answers (AUTO_LM_REASON)
                 path = take_path(key, ExecutionPath("torch", "fp32", threads(), AUTO_LM_REASON))
             else:
-                fast = [("torch", want)] if want in ("bf16", "bf16-mixed") else []
+                fast = [("torch", want)] if want in BF16_PRECISIONS else []
                 offered = [*fast, ("torch", "fp32")]
                 path = choose_path(key, offered, None if precision == "auto" else precision)
             base = _loaded.get((key, "fp32:base"))
