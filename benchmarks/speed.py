@@ -1,7 +1,8 @@
 """Speed on the CPU it runs on: every execution path of the shipped encoder and cross-encoder against its
 baseline in the same run, plus DenseRetriever query latency before/after.
 
-    python benchmarks/speed.py [--n 1000] [--repeats 3] [--rerank-queries 5] [--latency-queries 200] [--plot]
+    python benchmarks/speed.py [--n 1000] [--repeats 3] [--rerank-queries 5] [--latency-queries 200]
+        [--ndcg-splits dl20,dl21] [--plot]
     python benchmarks/speed.py --only-lm [--lm-questions 100]
 
 - Encoder: passages/s of ``sentence_transformers.SentenceTransformer`` fp32 (batch 64, the baseline) against
@@ -12,7 +13,8 @@ baseline in the same run, plus DenseRetriever query latency before/after.
   encoder pass, cosine + MaxSim + BM25), with the hits' stored vectors and without them, against the time
   ``default_encoder()`` takes to embed those 100 passages; its pairs/s against
   ``sentence_transformers.CrossEncoder`` (batch 32) on the previous default's cross-encoder weights; and that
-  cross-encoder here (its mix, and its logits on this path and on torch fp32).
+  cross-encoder here (its mix, and its logits on this path and on torch fp32). nDCG@10 of
+  ``CrossEncoderReranker()`` on DL20 and DL21 (all queries) on its path against the torch fp32 path.
 - LM (the xRAG reader's SmolLM2): time to first token with 5 passages (as text and as soft tokens) and
   decoding tokens/s of the default (fp32, static key/value cache, prompt lookup, stored prompt opening), of
   bf16-mixed and of bf16, each against the path before (fp32, a cache grown by concatenation, one pass per
@@ -175,6 +177,26 @@ def rerank_section(n_queries: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def rerank_quality_section(splits: Sequence[str]) -> dict[str, Any]:
+    """nDCG@10 of ``CrossEncoderReranker()`` on each TREC DL split's BM25 top-100 lists on the path it takes
+    here against the same score on torch fp32 (the quality bound: within 0.003 on DL20)."""
+    from latentrag.compressors import CrossEncoderReranker
+    from latentrag.training.reranker import DevSet
+
+    fast = CrossEncoderReranker()
+    fp32 = CrossEncoderReranker(backend="torch", precision="fp32")
+    out: dict[str, Any] = {"path": str(fast.path), "baseline_path": str(fp32.path)}
+    for split in splits:
+        dev = DevSet.load(split, data_root())
+        got = {}
+        for name, rr in (("fast", fast), ("fp32", fp32)):
+            got[name] = dev.ndcg([np.asarray(rr.score(it["query"], [h["text"] for h in it["hits"]]))
+                                  for it in dev.run])
+        out[split] = {"queries": len(dev.run), "ndcg10": round(got["fast"], 4), "ndcg10_fp32": round(got["fp32"], 4),
+                      "difference": round(got["fast"] - got["fp32"], 4)}
+    return out
+
+
 def latency_section(texts: list[str], vectors: np.ndarray, new_encoder: Any, n_queries: int) -> dict[str, Any]:
     from latentrag import FaissStore
     from latentrag.encoders import OnnxMiniLMEncoder, _onnx_available
@@ -302,6 +324,8 @@ def main() -> None:
     ap.add_argument("--slice", type=int, default=100)
     ap.add_argument("--rerank-queries", type=int, default=5)
     ap.add_argument("--latency-queries", type=int, default=200)
+    ap.add_argument("--ndcg-splits", default="dl20,dl21", help="TREC DL splits for the reranker's nDCG@10 on "
+                    "its path against torch fp32 (comma-separated; empty: skip)")
     ap.add_argument("--lm-questions", type=int, default=100, help="0: skip the LM section")
     ap.add_argument("--lm-new-tokens", type=int, default=16)
     ap.add_argument("--only-lm", action="store_true", help="the LM section alone (results/speed_lm.json)")
@@ -320,6 +344,9 @@ def main() -> None:
     print("encoder", json.dumps(metrics["encoder"]), flush=True)
     metrics["rerank"] = rerank_section(args.rerank_queries, args.repeats)
     print("rerank", json.dumps(metrics["rerank"]), flush=True)
+    if args.ndcg_splits:
+        metrics["rerank"]["quality"] = rerank_quality_section(args.ndcg_splits.split(","))
+        print("rerank quality", json.dumps(metrics["rerank"]["quality"]), flush=True)
     metrics["latency"] = latency_section(texts, vectors, default, args.latency_queries)
     if args.lm_questions:
         metrics["lm"] = lm_section(args.lm_questions, args.lm_new_tokens)

@@ -2,10 +2,11 @@
 (backend and precision) each model takes.
 
 A model offers the paths it can run, fastest first within each precision, and :func:`choose_path` picks
-one: ``bf16`` under torch where the CPU has native bf16 matrix instructions (AMX or AVX-512 BF16; elsewhere
-torch emulates bf16, many times slower than fp32), else the first ``fp32`` path offered (the fused ONNX
-Runtime graph when ``onnxruntime`` is installed). ``int8`` is never picked on its own: the int8 encoder
-measured a minimum cosine of 0.9988 to fp32, under the 0.999 bound, so it is only taken when asked for.
+one: the first ``bf16`` path offered (OpenVINO, then torch, for the shipped encoder) where the CPU has
+native bf16 matrix instructions (AMX or AVX-512 BF16; elsewhere torch emulates bf16, many times slower than
+fp32), else the first ``fp32`` path offered (the fused ONNX Runtime graph when ``onnxruntime`` is
+installed). ``int8`` is never picked on its own: the int8 encoder measured a minimum cosine of 0.9988 to
+fp32, under the 0.999 bound, so it is only taken when asked for.
 
 Overrides, for tests and for users who know their machine better:
 
@@ -194,7 +195,8 @@ def requested_precision(precision: str | None = None) -> str | None:
 
 @dataclass(frozen=True)
 class ExecutionPath:
-    """How one model runs: ``backend`` ("torch" or "onnx"), ``precision``, ``threads`` and why it was chosen."""
+    """How one model runs: ``backend`` ("torch", "onnx" or "openvino"), ``precision``, ``threads`` and why it
+    was chosen."""
 
     backend: str
     precision: str

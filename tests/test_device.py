@@ -147,8 +147,8 @@ def test_bert_fusable_says_why_not():
 TIE = 0.013
 
 
-def _fallback_precisions() -> list[str]:
-    return sorted({p for _, p in shipped_paths()})
+def _fallback_paths() -> list[str]:
+    return [f"{b}-{p}" for b, p in shipped_paths()]
 
 
 @pytest.fixture(scope="module")
@@ -161,17 +161,17 @@ def _top3(q: np.ndarray, docs: np.ndarray) -> list[list[int]]:
     return [list(np.argsort(-row, kind="stable")[:3]) for row in q @ docs.T]
 
 
-@pytest.mark.parametrize("precision", _fallback_precisions())
-def test_forced_path_agrees_with_the_fast_path(precision, fast, monkeypatch):
+@pytest.mark.parametrize("path", _fallback_paths())
+def test_forced_path_agrees_with_the_fast_path(path, fast, monkeypatch):
     encoder, texts, docs, queries = fast
+    backend, precision = path.split("-")
     if precision == "bf16" and not dev.cpu_features().native_bf16:
         # emulated bf16 is slow: rank among each query's top-4 contenders only
         keep = sorted({int(i) for row in queries @ docs.T for i in np.argsort(-row)[:4]})
         texts, docs = [texts[i] for i in keep], docs[keep]
-    monkeypatch.setenv(dev.ENV_PRECISION, precision)
-    forced = shipped_encoder(cache_size=0)  # fresh, on the forced path
-    assert forced.path is not None and forced.path.precision == precision
-    assert forced.name == DEFAULT_ENCODER_NAME and precision in repr(forced)
+    forced = shipped_encoder(backend, precision, cache_size=0)  # fresh, on the forced path
+    assert forced.path is not None and str(forced.path) == path
+    assert forced.name == DEFAULT_ENCODER_NAME and path in repr(forced)
     got_docs, got_q = forced.encode(texts), forced.encode(QUERIES)
     cos = np.concatenate([(got_docs * docs).sum(1), (got_q * queries).sum(1)])
     assert cos.min() >= MIN_COSINE[precision], (forced.path, float(cos.min()))
@@ -194,6 +194,44 @@ def test_torch_fp32_and_fused_onnx_fp32_agree(fast):
     a, b = torch_fp32.encode(texts[:12]), fused.encode(texts[:12])
     assert (a * b).sum(1).min() > 0.99999
     assert str(fused.path) == "onnx-fp32" and "onnx-fp32" in repr(fused)
+
+
+def test_openvino_path_matches_torch_fp32_in_every_output(fast, monkeypatch):
+    if ("openvino", "bf16") not in shipped_paths():
+        pytest.skip("no OpenVINO path here (needs openvino and a CPU with native bf16)")
+    from concurrent.futures import ThreadPoolExecutor
+
+    telemetry = pytest.importorskip("openvino_telemetry")
+
+    def no_telemetry(*args, **kwargs):
+        raise AssertionError("building the encoder sent OpenVINO usage telemetry")
+
+    monkeypatch.setattr(telemetry.Telemetry, "send_event", no_telemetry)  # ov.convert_model sends 7 events
+    _, texts, _, _ = fast
+    ov = shipped_encoder("openvino", "bf16")
+    ref = shipped_encoder("torch", "fp32")
+    assert str(ov.path) == "openvino-bf16" and "openvino-bf16" in repr(ov)
+    a, b = ov.encode(texts), ref.encode(texts)
+    assert a.dtype == np.float32 and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert (a * b).sum(1).min() >= MIN_COSINE["bf16"]
+    for got, want in zip(ov.token_states(texts[:4]), ref.token_states(texts[:4]), strict=True):
+        assert got.shape == want.shape and np.abs(got - want).max() < 0.05  # bf16 products, fp32 states
+    one = ov.encode(QUERIES[:1])  # one text: a batch of one with no padding gives the same row
+    assert (one[0] * ov.encode(QUERIES)[0]).sum() > 0.9999
+    with ThreadPoolExecutor(4) as pool:  # concurrent calls share one compiled model safely
+        rows = list(pool.map(lambda t: ov.encode([t])[0], texts[:16]))
+    assert np.allclose(np.stack(rows), ov.encode(texts[:16]), atol=2e-3)
+    again = pickle.loads(pickle.dumps(ov))  # pickles as its recipe, rebuilt on the same path
+    assert str(again.path) == "openvino-bf16" and np.allclose(again.encode(texts[:3]), a[:3], atol=1e-5)
+
+
+def test_openvino_backend_says_what_it_needs(monkeypatch):
+    monkeypatch.setattr(dev, "cpu_features", lambda: features("avx2"))
+    assert all(b != "openvino" for b, _ in shipped_paths())  # no native bf16: never offered
+    with pytest.raises(InvalidInputError, match="backend='openvino' needs the openvino package and a CPU"):
+        shipped_paths("openvino")
+    with pytest.raises(InvalidInputError, match="backend must be 'auto', 'openvino', 'onnx' or 'torch'"):
+        default_encoder(backend="gpu")
 
 
 def test_default_encoder_follows_the_override(monkeypatch):
@@ -236,13 +274,15 @@ def test_reranker_paths_agree(corpus, encoder, monkeypatch):
     want = np.asarray(fast_rr.logits(RERANK_Q, texts))
     want_top = list(np.argsort(-np.asarray(fast_rr.score(RERANK_Q, texts)))[:3])
     assert str(fast_rr.path) in repr(fast_rr) and fast_rr.path == fast_rr.encoder.path
-    forced = [CrossEncoderReranker(backend="torch", precision="fp32")]  # the plain torch path
+    forced = [CrossEncoderReranker(backend="torch", precision="fp32"),  # the plain torch path
+              CrossEncoderReranker(backend="torch", precision="bf16")]
     monkeypatch.setenv(dev.ENV_PRECISION, "bf16")
-    forced.append(CrossEncoderReranker())
-    assert [str(r.path) for r in forced] == ["torch-fp32", "torch-bf16"]
+    forced.append(CrossEncoderReranker())  # the first bf16 path offered (OpenVINO where it is installed)
+    first_bf16 = next(f"{b}-{p}" for b, p in shipped_paths() if p == "bf16")
+    assert [str(r.path) for r in forced] == ["torch-fp32", "torch-bf16", first_bf16]
     for rr in forced:
         got = np.asarray(rr.logits(RERANK_Q, texts))  # MaxSim in [-1, 1]
-        tolerance = 1e-3 if rr.path.precision == fast_rr.path.precision else 0.01
+        tolerance = 1e-3 if str(rr.path) == str(fast_rr.path) else 0.01  # another runtime or precision
         assert np.abs(got - want).max() < tolerance, rr.path
         top = list(np.argsort(-np.asarray(rr.score(RERANK_Q, texts)))[:3])
         assert top[0] == want_top[0] and set(top) == set(want_top), rr.path

@@ -15,8 +15,9 @@ late-interaction --out DIR`` loads as ``CrossEncoderReranker(DIR)``. Hits' store
 the default (the cosine comes from its own pass); the cross-encoder's mix reuses it.
 
 Speed comes from the execution path :mod:`latentrag.device` picks for this CPU (``precision="auto"``):
-bf16 torch where the CPU has native bf16 (AMX, AVX-512 BF16), else one fused fp32 ONNX Runtime graph
-built from the same weights (when ``onnxruntime`` is installed), else fp32 torch; and from texts sorted by
+bf16 where the CPU has native bf16 (AMX, AVX-512 BF16: the default's encoder compiled by OpenVINO, a
+cross-encoder under torch), else one fused fp32 ONNX Runtime graph built from the same weights (when
+``onnxruntime`` is installed), else fp32 torch; and from texts sorted by
 token length and batched so padding stays small (length bucketing). For a cross-encoder, each thread
 tokenizes with its own copy of the Rust tokenizer, so concurrent calls never hit the "Already borrowed"
 error of a shared one. ``quantize=True`` (or ``precision="int8"``) runs a cross-encoder with PyTorch dynamic
@@ -114,8 +115,9 @@ class CrossEncoderReranker(BaseCompressor):
 
     ``precision``: ``"auto"`` (the fastest path whose scores match fp32 on this CPU, see the module
     docstring; ``$LATENTRAG_PRECISION`` can force one), ``"fp32"``, ``"bf16"`` or ``"int8"``; ``backend``
-    (``"auto"``, ``"torch"``, ``"onnx"``) restricts the runtime. A batch holds at most ``batch_size``
-    pairs and ``max_batch_tokens`` padded tokens. ``path`` says which path was taken (also in ``repr``).
+    (``"auto"``, ``"torch"``, ``"onnx"``; ``"openvino"`` for the shipped score's encoder) restricts the
+    runtime. A batch holds at most ``batch_size`` pairs and ``max_batch_tokens`` padded tokens. ``path`` says
+    which path was taken (also in ``repr``).
     """
 
     def __init__(
@@ -134,14 +136,18 @@ class CrossEncoderReranker(BaseCompressor):
     ) -> None:
         self.top_n = None if top_n is None else check_positive_int("top_n", top_n)
         self.batch_size = check_positive_int("batch_size", batch_size)
-        if backend not in ("auto", "torch", "onnx"):
-            msg = f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}."
+        if backend not in ("auto", "torch", "onnx", "openvino"):
+            msg = f"backend must be 'auto', 'torch', 'onnx' or 'openvino', got {backend!r}."
             raise InvalidInputError(msg)
         self.late: LateInteractionScore | None = None
         if model is None or str(model) == LATE_INTERACTION_NAME or is_late_interaction_folder(model):
             folder = None if model is None or str(model) == LATE_INTERACTION_NAME else model
             self._init_late_interaction(encoder, "int8" if quantize else precision, backend, folder)
             return
+        if backend == "openvino":
+            msg = (f"backend='openvino' runs the shipped late-interaction score's encoder only; the cross-encoder "
+                   f"{model!r} runs on backend='torch' or 'onnx' (or 'auto').")
+            raise InvalidInputError(msg)
         if str(model) == CROSS_ENCODER_NAME:
             model = None
         self.loaded: LoadedCrossEncoder = load_cross_encoder(model, tokenizer=tokenizer)
