@@ -12,7 +12,7 @@ Overrides, for tests and for users who know their machine better:
 
 - ``LATENTRAG_PRECISION=fp32|bf16|bf16-mixed|int8`` forces that precision on every model that offers it (``auto`` or
   unset: the rule above). A precision a model does not offer falls back to the rule, with a warning.
-- ``LATENTRAG_THREADS=N`` sets the threads of ONNX Runtime sessions and of torch (default: the physical
+- ``LATENTRAG_THREADS=N`` sets the threads of ONNX Runtime sessions, OpenVINO models and torch (default: the physical
   cores this process may run on).
 
 Each model logs the path it took once (logger ``latentrag.device``, level INFO).

