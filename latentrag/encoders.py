@@ -519,6 +519,13 @@ def _read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return load_file(str(path))
 
 
+def check_override_name(overrides: object, name: str | None) -> None:
+    """An encoder with weight ``overrides`` is another model: it needs a ``name`` other than the shipped one."""
+    if overrides is not None and (not name or name == DEFAULT_ENCODER_NAME):
+        msg = f"an encoder with weight overrides needs a name of its own (not {DEFAULT_ENCODER_NAME!r}); got {name!r}."
+        raise InvalidInputError(msg)
+
+
 def read_overrides(path: str | os.PathLike[str], base: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Tensors (fp32) of a safetensors file that replace some of the shipped MiniLM's (Hugging Face
     ``BertModel`` names, e.g. ``encoder.layer.5.output.dense.weight``), checked against ``base`` (the
@@ -773,9 +780,7 @@ def shipped_encoder(backend: str = "auto", precision: str = "auto", *, cache_siz
     recipe: tuple[str, tuple[Any, ...], dict[str, Any]] = ("shipped", (backend, precision), {
         "cache_size": cache_size, "overrides": None if overrides is None else str(overrides), "name": name,
         **options})
-    if overrides is not None and (not name or name == DEFAULT_ENCODER_NAME):
-        msg = f"an encoder with weight overrides needs a name of its own (not {DEFAULT_ENCODER_NAME!r}); got {name!r}."
-        raise InvalidInputError(msg)
+    check_override_name(overrides, name)
     name = name or DEFAULT_ENCODER_NAME
     device = options.pop("device", "cpu")
     enc: BaseEncoder

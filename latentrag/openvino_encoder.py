@@ -23,10 +23,10 @@ import numpy as np
 from latentrag.device import ExecutionPath, take_path
 from latentrag.device import threads as device_threads
 from latentrag.encoders import (
-    DEFAULT_ENCODER_NAME,
     HiddenStatesEncoder,
     _name_from,
     _shipped_minilm_path,
+    check_override_name,
     read_overrides,
 )
 from latentrag.errors import InvalidInputError, ModelLoadError, check_positive_int
@@ -76,10 +76,7 @@ class OpenVinoMiniLMEncoder(HiddenStatesEncoder):
         if precision not in _HINTS:
             msg = f"OpenVinoMiniLMEncoder precision must be 'bf16' or 'fp32', got {precision!r}."
             raise InvalidInputError(msg)
-        if overrides is not None and (not name or name == DEFAULT_ENCODER_NAME):
-            msg = (f"an encoder with weight overrides needs a name of its own (not {DEFAULT_ENCODER_NAME!r}); "
-                   f"got {name!r}.")
-            raise InvalidInputError(msg)
+        check_override_name(overrides, name)
         if not openvino_available():
             msg = "OpenVinoMiniLMEncoder needs the openvino package: pip install openvino"
             raise ImportError(msg)
