@@ -731,7 +731,8 @@ def _onnx_available() -> bool:
 _BACKENDS = ("auto", "openvino", "onnx", "torch")
 
 
-def _check_backend(backend: str) -> None:
+def check_backend(backend: str) -> None:
+    """``backend`` names a runtime of the shipped MiniLM (or "auto"), else InvalidInputError."""
     if backend not in _BACKENDS:
         msg = f"backend must be 'auto', 'openvino', 'onnx' or 'torch', got {backend!r}."
         raise InvalidInputError(msg)
@@ -743,7 +744,7 @@ def shipped_paths(backend: str = "auto") -> list[tuple[str, str]]:
     fp32 graph (needs ``onnxruntime``), torch fp32, int8 ONNX (``latentrag[onnx]``)."""
     from latentrag.device import cpu_features
 
-    _check_backend(backend)
+    check_backend(backend)
     torch_ok, ort_ok = backend in ("auto", "torch"), backend in ("auto", "onnx") and _installed("onnxruntime")
     ov_ok = backend in ("auto", "openvino") and _installed("openvino")
     offered = [("openvino", "bf16")] if ov_ok and cpu_features().native_bf16 else []
@@ -828,11 +829,16 @@ def shipped_encoder(backend: str = "auto", precision: str = "auto", *, cache_siz
 
 def _override_torch(enc: SentenceTransformerEncoder, overrides: str | os.PathLike[str] | None) -> None:
     """Copy the tensors of ``overrides`` into the encoder's transformer body (in its dtype)."""
+    override_module(enc.model[0].auto_model, overrides)
+
+
+def override_module(body: Any, overrides: str | os.PathLike[str] | None) -> None:
+    """Copy the tensors of ``overrides`` (:func:`read_overrides`) into the torch ``BertModel`` ``body``, in its
+    dtype; nothing for None."""
     if overrides is None:
         return
     import torch
 
-    body: Any = enc.model[0].auto_model
     state = body.state_dict()
     with torch.no_grad():
         for key, value in read_overrides(overrides, state).items():
@@ -851,7 +857,7 @@ def default_encoder(backend: str = "auto", cache_size: int = 10_000, precision: 
     ``"openvino"``, ``"onnx"``, ``"torch"``) restricts the runtime. Every path carries the
     same :attr:`~Encoder.name`, so a store built with one loads with any other.
     """
-    _check_backend(backend)
+    check_backend(backend)
     # keyed by the precision in force (argument or $LATENTRAG_PRECISION), so changing the variable takes effect
     return _default_encoder(backend, cache_size, requested_precision(precision) or "auto", precision)
 

@@ -10,7 +10,6 @@ to fp32 0.9999). Tokenisation and mean pooling are the same as the ONNX Runtime 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import threading
@@ -24,10 +23,11 @@ from latentrag.device import ExecutionPath, take_path
 from latentrag.device import threads as device_threads
 from latentrag.encoders import (
     HiddenStatesEncoder,
+    _installed,
     _name_from,
     _shipped_minilm_path,
     check_override_name,
-    read_overrides,
+    override_module,
 )
 from latentrag.errors import InvalidInputError, ModelLoadError, check_positive_int
 
@@ -38,11 +38,6 @@ from latentrag.errors import InvalidInputError, ModelLoadError, check_positive_i
 QUERY_WIDTHS = 32
 #: OpenVINO's names for the precisions this encoder offers.
 _HINTS = {"bf16": "bf16", "fp32": "f32"}
-
-
-def openvino_available() -> bool:
-    """``openvino`` is importable (a dependency of latentrag; absent only in trimmed installs)."""
-    return importlib.util.find_spec("openvino") is not None
 
 
 class OpenVinoMiniLMEncoder(HiddenStatesEncoder):
@@ -77,7 +72,7 @@ class OpenVinoMiniLMEncoder(HiddenStatesEncoder):
             msg = f"OpenVinoMiniLMEncoder precision must be 'bf16' or 'fp32', got {precision!r}."
             raise InvalidInputError(msg)
         check_override_name(overrides, name)
-        if not openvino_available():
+        if not _installed("openvino"):
             msg = "OpenVinoMiniLMEncoder needs the openvino package: pip install openvino"
             raise ImportError(msg)
         folder = Path(model_path) if model_path is not None else Path(_shipped_minilm_path())
@@ -156,11 +151,7 @@ def _trace(folder: Path, overrides: str | os.PathLike[str] | None) -> tuple[Any,
     except (OSError, ValueError) as exc:
         msg = f"could not load a BERT model from {str(folder)!r}: {exc}."
         raise ModelLoadError(msg) from exc
-    if overrides is not None:
-        state = body.state_dict()
-        with torch.no_grad():
-            for key, value in read_overrides(overrides, state).items():
-                state[key].copy_(torch.from_numpy(value))
+    override_module(body, overrides)
 
     class LastHidden(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:

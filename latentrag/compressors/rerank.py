@@ -49,6 +49,7 @@ from latentrag.encoders import (
     DEFAULT_ENCODER_NAME,
     BaseEncoder,
     Encoder,
+    check_backend,
     default_encoder,
     load_encoder,
     plan_batches,
@@ -136,9 +137,7 @@ class CrossEncoderReranker(BaseCompressor):
     ) -> None:
         self.top_n = None if top_n is None else check_positive_int("top_n", top_n)
         self.batch_size = check_positive_int("batch_size", batch_size)
-        if backend not in ("auto", "torch", "onnx", "openvino"):
-            msg = f"backend must be 'auto', 'torch', 'onnx' or 'openvino', got {backend!r}."
-            raise InvalidInputError(msg)
+        check_backend(backend)
         self.late: LateInteractionScore | None = None
         if model is None or str(model) == LATE_INTERACTION_NAME or is_late_interaction_folder(model):
             folder = None if model is None or str(model) == LATE_INTERACTION_NAME else model
