@@ -16,9 +16,10 @@ baseline in the same run, plus DenseRetriever query latency before/after.
   cross-encoder here (its mix, and its logits on this path and on torch fp32). nDCG@10 of
   ``CrossEncoderReranker()`` on DL20 (``--ndcg-splits``; all queries) on its path against torch fp32.
 - LM (the xRAG reader's SmolLM2): time to first token with 5 passages (as text and as soft tokens) and
-  decoding tokens/s of the default (fp32, static key/value cache, prompt lookup, stored prompt opening), of
-  bf16-mixed and of bf16, each against the path before (fp32, a cache grown by concatenation, one pass per
-  token, prompts run whole), and how many greedy answers agree with it (``--lm-questions``).
+  decoding tokens/s of fp32, of bf16-mixed (the default where bf16 is native) and of bf16 (each with a
+  static key/value cache, prompt lookup and the stored prompt opening), each against the path before (fp32, a
+  cache grown by concatenation, one pass per token, prompts run whole), and how many greedy answers agree
+  with it (``--lm-questions``).
 - Latency: p50/p95 of ``DenseRetriever(store, k=10).retrieve(query)`` and ``MultiHopRetriever(store, k=10)``
   (encode + FaissStore search over the passages, and the hops) with the previous default encoder (int8
   ONNX) and the new default, on the dev questions.
@@ -239,15 +240,15 @@ def latency_section(texts: list[str], vectors: np.ndarray, new_encoder: Any, n_q
 
 def lm_section(n_questions: int, new_tokens: int) -> dict[str, Any]:
     """The reader's LM against the path before this release (fp32 weights, a key/value cache that grows by
-    concatenation, one pass per token, every prompt run whole: ``XRAGReader(precision="fp32",
-    kv_cache="dynamic", prompt_lookup=0)`` without stored prompt openings):
-    the default (fp32, a preallocated static cache, prompt lookup), bf16-mixed (bf16 products in the fp32
-    model) and bf16 (weights and cache), both static with prompt lookup. Time to first token with 5 passages
-    as text, decoding tokens/s (the tokens each answer really generated, after the first, over the time after
-    the first), time to first token with the 5 passages as xRAG soft tokens (their embeddings cached, so the
-    LM alone is timed), and how many greedy answers equal the baseline's, on single-passage dev questions (gold
-    passage plus 4 pool passages). Interleaved per question. Where the CPU has no native bf16 the bf16 paths
-    are emulated; they are then timed on 3 questions."""
+    concatenation, one pass per token, every prompt run whole: ``XRAGReader(precision="fp32", kv_cache="dynamic",
+    prompt_lookup=0)`` without stored prompt openings): fp32, bf16-mixed (bf16 products but the query/key/value
+    projections, in the fp32 model: the default where bf16 is native) and bf16 (weights and cache), each with a
+    preallocated static cache and prompt lookup. Time to first token with 5 passages as text, decoding tokens/s
+    (the tokens each answer really generated, after the first, over the time after the first), time to first token
+    with the 5 passages as xRAG soft tokens (their embeddings cached, so the LM alone is timed), and how many
+    greedy answers equal the baseline's, on single-passage dev questions (gold passage plus 4 pool passages).
+    Interleaved per question. Where the CPU has no native bf16 the bf16 paths are emulated; they are then timed on
+    3 questions."""
     from latentrag.device import BF16_PRECISIONS, cpu_features
     from latentrag.readers.xrag import XRAGReader
 
@@ -295,7 +296,8 @@ def lm_section(n_questions: int, new_tokens: int) -> dict[str, Any]:
             answers[p].append(got.text)
             generated[p].append(got.new_tokens)
     out: dict[str, Any] = {"questions": len(items), "bf16_questions": n_bf16, "native_bf16": native,
-                           "passages": 5, "new_tokens": new_tokens, "baseline": base}
+                           "passages": 5, "new_tokens": new_tokens, "baseline": base,
+                           "default_path": str(XRAGReader().lm.path)}
     for p, r in readers.items():
         first = float(np.median(ttft[p]))
         decode = max(float(np.sum(total_t[p]) - np.sum(ttft[p])), 1e-9)  # time after each first token

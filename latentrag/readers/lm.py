@@ -56,8 +56,8 @@ class LanguageModel:
     path: Any = None
 
 
-AUTO_LM_REASON = ("auto: bf16-mixed changed 9 and bf16 23 of 100 greedy answers (benchmarks/speed.py --only-lm); "
-                  "precision='bf16-mixed' or precision='bf16' takes them")
+AUTO_LM_REASON = ("auto: bf16-mixed (query/key/value projections in fp32) gave fp32's greedy answer on 98 of 100 "
+                  "2Wiki and 98 of 100 HotpotQA dev questions (benchmarks/lm_precision.py)")
 
 
 def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto") -> LanguageModel:
@@ -66,28 +66,47 @@ def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto"
     ``None`` or the SmolLM2 name loads the shipped GGUF through the fp32 cache; any other value is a
     transformers hub name or local folder. ``precision``:
 
-    - ``"auto"`` or ``"fp32"``: fp32, the answers the LM was evaluated with.
-    - ``"bf16-mixed"``: every linear layer but the LM head multiplies in bf16 (its input rounded on the way in);
-      the residual stream, norms, attention, key/value cache and head stay fp32 (:mod:`latentrag.readers._bf16`).
-      Where the CPU has native bf16 (AMX, AVX-512 BF16; emulated elsewhere, several times slower) it reached
-      the first token 1.52x sooner than fp32 and gave the fp32 greedy answer on 91 of 100 dev questions.
-    - ``"bf16"``: the whole model and its cache in bfloat16: 1.54x sooner to the first token, 77 of 100.
+    - ``"auto"``: ``"bf16-mixed"`` where the CPU has native bf16 (AVX-512 BF16 or AMX), else ``"fp32"``.
+    - ``"fp32"``: fp32, the answers the LM was evaluated with.
+    - ``"bf16-mixed"``: every linear layer but the LM head and the attention's query/key/value projections
+      multiplies in bf16 (its input rounded on the way in); the residual stream, norms, attention, key/value
+      cache and head stay fp32 (:mod:`latentrag.readers._bf16`). On native bf16 it gave the fp32 greedy answer
+      on 98 of 100 dev questions of each of two sets; on a CPU without it bf16 is emulated, several times
+      slower than fp32.
+    - ``"bf16"``: the whole model and its cache in bfloat16: faster to decode, but it changed 23 of 100 greedy
+      answers (``benchmarks/speed.py --only-lm``).
 
-    Both were measured with ``benchmarks/speed.py --only-lm`` against the same fp32 answers; 95 of 100 was
-    the bar, so ``"auto"`` takes neither. ``$LATENTRAG_PRECISION`` forces one when ``precision`` is "auto".
+    95 of 100 answers equal to fp32's is the bar ``"auto"`` holds to. ``$LATENTRAG_PRECISION`` forces a
+    precision when ``precision`` is "auto".
     ``LanguageModel.path`` says which was taken.
     """
-    from latentrag.device import BF16_PRECISIONS, ExecutionPath, choose_path, requested_precision, take_path, threads
+    from latentrag.device import (
+        BF16_PRECISIONS,
+        ENV_PRECISION,
+        ExecutionPath,
+        choose_path,
+        cpu_features,
+        requested_precision,
+        take_path,
+        threads,
+    )
 
     key = DEFAULT_LM_NAME if model is None or str(model) in _DEFAULT_ALIASES else str(model)
     if requested_precision(precision) == "int8" and precision != "auto":
         msg = "the LM has no int8 path; pass precision='auto', 'fp32', 'bf16-mixed' or 'bf16'."
         raise ModelLoadError(msg)
-    want = requested_precision(precision) or "auto"  # $LATENTRAG_PRECISION=int8: the automatic rule, warned
+    want = requested_precision(precision) or "auto"
+    if want == "int8":  # from $LATENTRAG_PRECISION, meant for the encoders: the LM takes the automatic rule
+        logger.warning("%s has no int8 path (%s=int8 applies to the encoders); choosing automatically", key,
+                       ENV_PRECISION)
+        want = "auto"
     with _lock:
         if (key, want) not in _loaded:
-            if want == "auto":  # bf16 paths only when asked: they change greedy answers (AUTO_LM_REASON)
-                path = take_path(key, ExecutionPath("torch", "fp32", threads(), AUTO_LM_REASON))
+            if want == "auto":  # bf16-mixed where bf16 is native (AUTO_LM_REASON); never the whole-bf16 model
+                cpu = cpu_features()
+                path = take_path(key, ExecutionPath(
+                    "torch", "bf16-mixed", threads(), f"native bf16 ({cpu.isa}); {AUTO_LM_REASON}")
+                    if cpu.native_bf16 else ExecutionPath("torch", "fp32", threads(), f"no native bf16 ({cpu.isa})"))
             else:
                 fast = [("torch", want)] if want in BF16_PRECISIONS else []
                 offered = [*fast, ("torch", "fp32")]
@@ -95,13 +114,18 @@ def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto"
             base = _loaded.get((key, "fp32:base"))
             if base is None:
                 base = _loaded[(key, "fp32:base")] = _load_default() if key == DEFAULT_LM_NAME else _load_any(key)
-            _loaded[(key, want)] = _with_precision(base, path)
+            made = (key, f"path:{path}")  # "auto" and the precision it resolved to share one model
+            if made not in _loaded:
+                _loaded[made] = _with_precision(base, path)
+            _loaded[(key, want)] = _loaded[made]
         return _loaded[(key, want)]
 
 
 def _with_precision(lm: LanguageModel, path: Any) -> LanguageModel:
     """``lm`` itself for fp32, else a copy (the fp32 one stays for callers that asked for it): bf16 products in
-    an fp32 model for ``bf16-mixed`` (see :mod:`latentrag.readers._bf16`), the whole model in bfloat16 for ``bf16``."""
+    an fp32 model for ``bf16-mixed`` (see :mod:`latentrag.readers._bf16`), the whole model in bfloat16 for ``bf16``.
+    The bf16-mixed copy shares the fp32 model's frozen tensors that stay fp32 (embeddings, norms, the
+    query/key/value projections, the head): only the bf16 weights are new memory."""
     if path.precision == "fp32":
         return replace(lm, path=path)
     import copy
@@ -110,8 +134,10 @@ def _with_precision(lm: LanguageModel, path: Any) -> LanguageModel:
 
     from latentrag.readers._bf16 import bf16_products
 
-    model = copy.deepcopy(lm.model)
-    model = bf16_products(model) if path.precision == "bf16-mixed" else model.to(torch.bfloat16)
+    if path.precision == "bf16-mixed":
+        model = bf16_products(copy.deepcopy(lm.model, memo={id(p): p for p in lm.model.parameters()}))
+    else:
+        model = copy.deepcopy(lm.model).to(torch.bfloat16)
     return replace(lm, model=_freeze(model), path=path)
 
 
