@@ -133,6 +133,9 @@ class BaseEncoder(ABC):
     path: ExecutionPath | None = None
     #: Default token budget of one batch (padded width times texts).
     default_batch_tokens = 4096
+    #: How much longer than a batch's shortest text its longest may be (:func:`plan_batches`): a backend with a
+    #: small cost per call takes more, tighter batches.
+    padding_slack = PADDING_SLACK
 
     def __init__(self, *, batch_size: int = 64, cache_size: int = 0, max_batch_tokens: int | None = None) -> None:
         self.batch_size = check_positive_int("batch_size", batch_size)
@@ -166,7 +169,7 @@ class BaseEncoder(ABC):
         texts = _check_texts(texts, "token_states")
         out: list[np.ndarray | None] = [None] * len(texts)
         lengths = self._lengths(texts) if len(texts) > 1 else [1]
-        for idx in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
+        for idx in plan_batches(lengths, self.batch_size, self.max_batch_tokens, self.padding_slack):
             for i, states in zip(idx, self._token_states([texts[i] for i in idx]), strict=True):
                 out[i] = np.asarray(states, dtype=np.float32)
         return out  # type: ignore[return-value]
@@ -202,7 +205,8 @@ class BaseEncoder(ABC):
                     out[i] = row
         if todo:
             lengths = self._lengths([texts[i] for i in todo]) if len(todo) > 1 else [1]
-            batches = [[todo[j] for j in b] for b in plan_batches(lengths, self.batch_size, self.max_batch_tokens)]
+            plan = plan_batches(lengths, self.batch_size, self.max_batch_tokens, self.padding_slack)
+            batches = [[todo[j] for j in b] for b in plan]
             if show_progress is None:
                 show_progress = len(todo) > PROGRESS_THRESHOLD
             for idx in tqdm(batches, desc=f"encode ({self.name})", unit="batch", disable=not show_progress):

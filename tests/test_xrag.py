@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -34,9 +36,9 @@ def reader():
 @pytest.fixture(scope="module")
 def fp32_reader(reader):
     """The default reader on the fp32 LM. Decoding strategies (static or dynamic cache, prompt lookup, stored
-    openings) give identical greedy tokens in fp32; with bf16 products a pass over many tokens rounds
-    differently from one-token passes, so a near-tie may go either way (the dev answers' agreement with fp32
-    is measured in benchmarks/lm_precision.py, with prompt lookup on)."""
+    openings, batches against single prompts) give identical greedy tokens in fp32; with bf16 products a pass
+    over many tokens rounds differently from one-token passes, so a near-tie may go either way (the dev
+    answers' agreement with fp32 is measured in benchmarks/lm_precision.py, with prompt lookup on)."""
     from latentrag.readers.lm import load_lm
     from latentrag.readers.xrag import XRAGReader
 
@@ -159,7 +161,7 @@ def test_chunked_warm_start_begins_as_the_classic_first_token():
     assert all(torch.allclose(out[:, j], first, atol=1e-6) for j in range(3))
 
 
-def test_three_modes_tokens_and_batch_equals_single(reader):
+def test_three_modes_tokens_and_batch_equals_single(reader, fp32_reader):
     q = "Where was Albert Einstein born?"
     assert "ulm" in reader.answer(q, PASSAGES[:1], mode="text").lower()
     base = reader.prompt_tokens(q, [], "none")
@@ -170,9 +172,10 @@ def test_three_modes_tokens_and_batch_equals_single(reader):
     assert reader.build(q, [], "xrag") == reader.build(q, [], "none")
     questions = [q, "Who directed Jaws?", "What do bees live in?"]
     ctx = [PASSAGES[:1], PASSAGES[1:2], PASSAGES[2:]]
-    for mode in ("xrag", "text", "none"):
-        batched = [a.text for a in reader.answer_batch(questions, ctx, mode=mode, max_new_tokens=8)]
-        single = [reader.answer(qq, cc, mode=mode, max_new_tokens=8) for qq, cc in zip(questions, ctx, strict=True)]
+    for mode in ("xrag", "text", "none"):  # bit-equal in fp32 (see fp32_reader)
+        batched = [a.text for a in fp32_reader.answer_batch(questions, ctx, mode=mode, max_new_tokens=8)]
+        single = [fp32_reader.answer(qq, cc, mode=mode, max_new_tokens=8)
+                  for qq, cc in zip(questions, ctx, strict=True)]
         assert batched == single
     with pytest.raises(InvalidInputError, match="mode must be one of"):
         reader.answer(q, PASSAGES, mode="fast")
@@ -456,3 +459,41 @@ def test_training_device_and_passage_sources(tmp_path, data_dir):
 
     corpus = list(islice(extra_passages([str(data_dir / "multihop" / "corpus")]), 5))
     assert len(corpus) == 5 and all(": " in p and len(p.split()) >= 12 for p in corpus)
+
+
+def test_causal_prefill_equals_the_masked_attention_it_replaces(fp32_reader, monkeypatch):
+    # A prompt whose first positions are already cached: transformers masks its attention; under
+    # causal_prefill the square causal kernel runs instead. Same logits, same key/value states.
+    import transformers.integrations.sdpa_attention as sdpa
+    from transformers import DynamicCache
+
+    from latentrag.readers._attention import causal_prefill, installed
+    from latentrag.readers.lm import load_lm
+
+    model = fp32_reader.lm.model
+    assert installed(model) and installed(load_lm(precision="bf16-mixed").model)
+    ids = torch.tensor([fp32_reader.lm.tokenizer("Jaws is a 1975 American thriller film directed by Steven "
+                                                 "Spielberg, who was born in Cincinnati.")["input_ids"]])
+    start, width = 6, ids.shape[1]
+    arg = fp32_reader._cache_arg
+    got, causal_calls = {}, []
+    real = sdpa.sdpa_attention_forward
+
+    def spy(module, query, key, value, mask, **kwargs):
+        if kwargs.get("is_causal") and mask is None and query.shape[2] == key.shape[2] == width:
+            causal_calls.append(1)
+        return real(module, query, key, value, mask, **kwargs)
+
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", spy)
+    for name in ("masked", "causal"):
+        cache = DynamicCache()
+        with torch.inference_mode():
+            model(input_ids=ids[:, :start], use_cache=True, **{arg: cache})
+            plan = causal_prefill(start, width) if name == "causal" else contextlib.nullcontext()
+            with plan:
+                out = model(input_ids=ids[:, start:], position_ids=torch.arange(start, width)[None],
+                            attention_mask=torch.ones_like(ids), use_cache=True, **{arg: cache})
+        got[name] = out.logits[0]
+    assert len(causal_calls) == model.config.num_hidden_layers  # the causal kernel ran once per layer
+    assert torch.allclose(got["causal"], got["masked"], atol=1e-4)
+    assert (got["causal"].argmax(-1) == got["masked"].argmax(-1)).all()

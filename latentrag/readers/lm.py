@@ -149,8 +149,11 @@ def _freeze(model: Any) -> Any:
 
 
 def _wrap(model: Any, tokenizer: Any, name: str) -> LanguageModel:
+    from latentrag.readers._attention import install
+
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    install(model)  # a single prompt's prefill runs causal attention (latentrag.readers._attention)
     return LanguageModel(_freeze(model), tokenizer, name, int(model.config.hidden_size))
 
 

@@ -14,6 +14,7 @@ behaves like ``none``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import re
 import threading
@@ -27,6 +28,7 @@ import torch
 from latentrag.encoders import Encoder, default_encoder, load_encoder
 from latentrag.errors import InvalidInputError, check_positive_int, check_query
 from latentrag.models.projector import Projector, shipped_dir
+from latentrag.readers._attention import causal_prefill, installed
 from latentrag.readers.lm import LanguageModel, load_lm
 from latentrag.readers.prompt import (
     embed_batch,
@@ -381,8 +383,11 @@ class XRAGReader:
         cache = cache if static else DynamicCache()
         start = self._reuse_prefix(rows[0], cache) if len(rows) == 1 else 0
         where: dict[str, Any] = {"cache_position": torch.arange(start, width)} if static else {}
-        out = model(inputs_embeds=inputs[:, start:], attention_mask=mask, position_ids=positions[:, start:],
-                    use_cache=True, **{self._cache_arg: cache}, **where, **self._last_logits)
+        # one unpadded prompt: causal attention over its own keys (see latentrag.readers._attention)
+        causal = causal_prefill(start, width) if len(rows) == 1 and installed(model) else contextlib.nullcontext()
+        with causal:
+            out = model(inputs_embeds=inputs[:, start:], attention_mask=mask, position_ids=positions[:, start:],
+                        use_cache=True, **{self._cache_arg: cache}, **where, **self._last_logits)
         if len(rows) == 1 and self.prompt_lookup:
             yield from self._decode_one(rows[0], out.logits[0, -1], cache, static, max_new_tokens)
             return
