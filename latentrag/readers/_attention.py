@@ -59,7 +59,7 @@ def install(model: Any) -> bool:
     AttentionMaskInterface.register(IMPLEMENTATION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])  # masks as SDPA's
     for sub in model.modules():  # transformers sets one config object per (sub)model
         sub_config = getattr(sub, "config", None)
-        if getattr(sub_config, "_attn_implementation", None) == "sdpa":
+        if sub_config is not None and getattr(sub_config, "_attn_implementation", None) == "sdpa":
             sub_config._attn_implementation = IMPLEMENTATION
     return True
 
