@@ -2,11 +2,11 @@
 (backend and precision) each model takes.
 
 A model offers the paths it can run, fastest first within each precision, and :func:`choose_path` picks
-one: the first ``bf16`` path offered (OpenVINO, then torch, for the shipped encoder) where the CPU has
-native bf16 matrix instructions (AMX or AVX-512 BF16; elsewhere torch emulates bf16, many times slower than
-fp32), else the first ``fp32`` path offered (the fused ONNX Runtime graph when ``onnxruntime`` is
-installed). ``int8`` is never picked on its own: the int8 encoder measured a minimum cosine of 0.9988 to
-fp32, under the 0.999 bound, so it is only taken when asked for.
+one: the first ``bf16`` or ``bf16-mixed`` path offered (OpenVINO, then torch, for the shipped encoder; the
+LM offers ``bf16-mixed`` first) where the CPU has native bf16 matrix instructions (AMX or AVX-512 BF16;
+elsewhere torch emulates bf16, many times slower than fp32), else the first ``fp32`` path offered (the fused
+ONNX Runtime graph when ``onnxruntime`` is installed). ``int8`` is never picked on its own: the int8 encoder
+measured a minimum cosine of 0.9988 to fp32, under the 0.999 bound, so it is only taken when asked for.
 
 Overrides, for tests and for users who know their machine better:
 
@@ -235,7 +235,7 @@ def choose_path(model: str, offered: Sequence[tuple[str, str]], precision: str |
                        ", ".join(f"{b}-{p}" for b, p in offered))
     if cpu.native_bf16:
         for backend, prec in offered:
-            if prec == "bf16":
+            if prec in BF16_PRECISIONS:
                 return take_path(model, ExecutionPath(backend, prec, n, f"native bf16 ({cpu.isa})"))
     for backend, prec in offered:
         if prec == "fp32":

@@ -9,8 +9,8 @@ far more greedy answers equal to the fp32 model's than casting the whole model d
 
 The query/key/value projections (about 16% of a layer's products in SmolLM2) stay fp32 because they decide
 most of the answers that bf16 changes: with every product in bf16, 91 of 100 greedy answers on 2Wiki dev
-questions equalled fp32's; with these three kept in fp32, 98 of 100, and 98 of 100 on HotpotQA dev questions,
-which were not used to choose them (``benchmarks/lm_precision.py``).
+questions equalled fp32's; with these three kept in fp32, 98 of 100, and 96-98 of 100 on two HotpotQA dev
+sets, which were not used to choose them (``benchmarks/lm_precision.py``).
 """
 
 from __future__ import annotations

@@ -56,8 +56,10 @@ class LanguageModel:
     path: Any = None
 
 
-AUTO_LM_REASON = ("auto: bf16-mixed (query/key/value projections in fp32) gave fp32's greedy answer on 98 of 100 "
-                  "2Wiki and 98 of 100 HotpotQA dev questions (benchmarks/lm_precision.py)")
+#: The LM's paths in the order :func:`latentrag.device.choose_path` takes them: ``bf16-mixed`` where bf16 is
+#: native (96-98 of 100 greedy answers equal fp32's on three dev sets, ``benchmarks/lm_precision.py``), else
+#: fp32; the whole-model ``bf16`` (76-77 of 100) only when asked for.
+_LM_PATHS = (("torch", "bf16-mixed"), ("torch", "fp32"), ("torch", "bf16"))
 
 
 def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto") -> LanguageModel:
@@ -71,8 +73,8 @@ def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto"
     - ``"bf16-mixed"``: every linear layer but the LM head and the attention's query/key/value projections
       multiplies in bf16 (its input rounded on the way in); the residual stream, norms, attention, key/value
       cache and head stay fp32 (:mod:`latentrag.readers._bf16`). On native bf16 it gave the fp32 greedy answer
-      on 98 of 100 dev questions of each of two sets; on a CPU without it bf16 is emulated, several times
-      slower than fp32.
+      on 96 to 98 of 100 dev questions on each of three sets; on a CPU without it bf16 is emulated, several
+      times slower than fp32.
     - ``"bf16"``: the whole model and its cache in bfloat16: faster to decode, but it changed 23 of 100 greedy
       answers (``benchmarks/speed.py --only-lm``).
 
@@ -80,37 +82,16 @@ def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto"
     precision when ``precision`` is "auto".
     ``LanguageModel.path`` says which was taken.
     """
-    from latentrag.device import (
-        BF16_PRECISIONS,
-        ENV_PRECISION,
-        ExecutionPath,
-        choose_path,
-        cpu_features,
-        requested_precision,
-        take_path,
-        threads,
-    )
+    from latentrag.device import choose_path, requested_precision
 
     key = DEFAULT_LM_NAME if model is None or str(model) in _DEFAULT_ALIASES else str(model)
     if requested_precision(precision) == "int8" and precision != "auto":
         msg = "the LM has no int8 path; pass precision='auto', 'fp32', 'bf16-mixed' or 'bf16'."
         raise ModelLoadError(msg)
-    want = requested_precision(precision) or "auto"
-    if want == "int8":  # from $LATENTRAG_PRECISION, meant for the encoders: the LM takes the automatic rule
-        logger.warning("%s has no int8 path (%s=int8 applies to the encoders); choosing automatically", key,
-                       ENV_PRECISION)
-        want = "auto"
+    want = requested_precision(precision) or "auto"  # $LATENTRAG_PRECISION=int8: the automatic rule, warned
     with _lock:
         if (key, want) not in _loaded:
-            if want == "auto":  # bf16-mixed where bf16 is native (AUTO_LM_REASON); never the whole-bf16 model
-                cpu = cpu_features()
-                path = take_path(key, ExecutionPath(
-                    "torch", "bf16-mixed", threads(), f"native bf16 ({cpu.isa}); {AUTO_LM_REASON}")
-                    if cpu.native_bf16 else ExecutionPath("torch", "fp32", threads(), f"no native bf16 ({cpu.isa})"))
-            else:
-                fast = [("torch", want)] if want in BF16_PRECISIONS else []
-                offered = [*fast, ("torch", "fp32")]
-                path = choose_path(key, offered, None if precision == "auto" else precision)
+            path = choose_path(key, _LM_PATHS, precision)
             base = _loaded.get((key, "fp32:base"))
             if base is None:
                 base = _loaded[(key, "fp32:base")] = _load_default() if key == DEFAULT_LM_NAME else _load_any(key)

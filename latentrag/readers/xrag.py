@@ -14,7 +14,6 @@ behaves like ``none``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import re
 import threading
@@ -28,7 +27,7 @@ import torch
 from latentrag.encoders import Encoder, default_encoder, load_encoder
 from latentrag.errors import InvalidInputError, check_positive_int, check_query
 from latentrag.models.projector import Projector, shipped_dir
-from latentrag.readers._attention import causal_prefill, installed
+from latentrag.readers._attention import causal_prefill
 from latentrag.readers.lm import LanguageModel, load_lm
 from latentrag.readers.prompt import (
     embed_batch,
@@ -75,7 +74,7 @@ class XRAGReader:
     soft tokens: the passage most likely to hold the answer verbatim stays readable, the long tail is compressed.
     ``precision`` (``"auto"``, ``"fp32"``, ``"bf16-mixed"``, ``"bf16"``) is the LM's (see
     :func:`~latentrag.readers.lm.load_lm`): ``"auto"`` is ``"bf16-mixed"`` (bf16 products but the attention's
-    query/key/value projections, in the fp32 model; 98 of 100 dev answers equal fp32's) where the CPU has
+    query/key/value projections, in the fp32 model; 96-98 of 100 dev answers equal fp32's) where the CPU has
     native bf16, else fp32; ``"bf16"`` (the whole model) changes 23 of 100; ``repr`` shows the path taken.
     ``kv_cache``: ``"static"`` (the default: one preallocated key/value buffer per answer, written in place, so
     a decoding step copies nothing; LMs whose ``transformers`` class cannot take one fall back to
@@ -383,9 +382,9 @@ class XRAGReader:
         cache = cache if static else DynamicCache()
         start = self._reuse_prefix(rows[0], cache) if len(rows) == 1 else 0
         where: dict[str, Any] = {"cache_position": torch.arange(start, width)} if static else {}
-        # one unpadded prompt: causal attention over its own keys (see latentrag.readers._attention)
-        causal = causal_prefill(start, width) if len(rows) == 1 and installed(model) else contextlib.nullcontext()
-        with causal:
+        # one unpadded prompt: causal attention over its own keys (latentrag.readers._attention; a batch of
+        # several rows, or a model without that attention installed, ignores it)
+        with causal_prefill(start, width):
             out = model(inputs_embeds=inputs[:, start:], attention_mask=mask, position_ids=positions[:, start:],
                         use_cache=True, **{self._cache_arg: cache}, **where, **self._last_logits)
         if len(rows) == 1 and self.prompt_lookup:
