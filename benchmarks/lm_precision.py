@@ -4,10 +4,11 @@
 
 The fp32 ``XRAGReader`` against copies of its LM in which every linear layer but the LM head multiplies in
 bf16 (``precision="bf16-mixed"``'s :class:`~latentrag.readers._bf16.Bf16Linear`) except the projections each
-variant keeps in fp32 (``none``: today's bf16-mixed; ``kv``: the key and value projections; ``qkv``;
-``attn``: q, k, v and o; ``down``: the MLP's down projection; ``ends``: the first and last layer). Counts
-the questions whose greedy answer (5 passages as text, up to 16 new tokens) equals fp32's, on one multi-hop
-dev set (gold passage plus 4 pool passages), and the time of all answers against fp32 in the same run.
+variant keeps in fp32 (``none``: every product, bf16-mixed before it kept q/k/v; ``kv``: the key and value
+projections; ``qkv``: today's bf16-mixed; ``attn``: q, k, v and o; ``down``: the MLP's down projection;
+``ends``: the first and last layer). Counts the questions whose greedy answer (5 passages as text, up to 16
+new tokens) equals fp32's, on one multi-hop dev set (gold passage plus 4 pool passages), and the time of all
+answers against fp32 in the same run.
 Prints one JSON line (``results/lm_precision_<set>.json``).
 """
 
