@@ -27,6 +27,7 @@ TRAINERS = {
     "reranker": "latentrag.training.reranker",
     "reranker-fusion": "latentrag.training.rerank_fusion",
     "late-interaction": "latentrag.training.late_interaction",
+    "int8-ranges": "latentrag.training.int8_ranges",
     "tools": "latentrag.training.tools",
     "xrag": "latentrag.training.xrag",
 }

@@ -5,8 +5,11 @@ A model offers the paths it can run, fastest first within each precision, and :f
 one: the first ``bf16`` or ``bf16-mixed`` path offered (OpenVINO, then torch, for the shipped encoder; the
 LM offers ``bf16-mixed`` first) where the CPU has native bf16 matrix instructions (AMX or AVX-512 BF16;
 elsewhere torch emulates bf16, many times slower than fp32), else the first ``fp32`` path offered (the fused
-ONNX Runtime graph when ``onnxruntime`` is installed). ``int8`` is never picked on its own: the int8 encoder
-measured a minimum cosine of 0.9988 to fp32, under the 0.999 bound, so it is only taken when asked for.
+ONNX Runtime graph when ``onnxruntime`` is installed). ``int8`` is picked on its own only for a model that
+says its int8 path was measured to hold its quality (``int8_auto=True``: the shipped reranker's calibrated
+OpenVINO int8 encoder, whose nDCG@10 matches fp32), and only where the CPU has int8 dot products (VNNI or AMX);
+elsewhere it is taken when asked for: the int8 retrieval encoder measured a minimum cosine of 0.9988 to fp32,
+under the 0.999 bound.
 
 Overrides, for tests and for users who know their machine better:
 
@@ -66,6 +69,11 @@ class CpuFeatures:
     def vnni(self) -> bool:
         """int8 dot-product instructions (AVX-512 VNNI or AVX-VNNI)."""
         return bool({"avx512_vnni", "avx_vnni"} & self.flags) or bool(self.torch_vnni)
+
+    @property
+    def int8_dot(self) -> bool:
+        """int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX int8)."""
+        return self.vnni or "amx_int8" in self.flags
 
     @property
     def native_bf16(self) -> bool:
@@ -212,11 +220,14 @@ _log_lock = threading.Lock()
 _torch_threads_set = False
 
 
-def choose_path(model: str, offered: Sequence[tuple[str, str]], precision: str | None = None) -> ExecutionPath:
+def choose_path(model: str, offered: Sequence[tuple[str, str]], precision: str | None = None, *,
+                int8_auto: bool = False) -> ExecutionPath:
     """Pick one of ``offered`` ``(backend, precision)`` paths for ``model`` (see the module docstring).
 
     ``offered`` is in order of preference within a precision (e.g. the fused ONNX fp32 graph before torch
     fp32). ``precision`` (or ``$LATENTRAG_PRECISION``) forces a precision when the model offers it.
+    ``int8_auto``: the model's int8 path holds its quality, so the automatic rule takes it first where the CPU
+    has int8 dot products.
     """
     if not offered:
         msg = f"{model} offers no execution path."
@@ -233,6 +244,11 @@ def choose_path(model: str, offered: Sequence[tuple[str, str]], precision: str |
                 return take_path(model, ExecutionPath(backend, prec, n, source))
         logger.warning("%s has no %s path (it offers %s); choosing automatically", model, want,
                        ", ".join(f"{b}-{p}" for b, p in offered))
+    if int8_auto and cpu.int8_dot:
+        for backend, prec in offered:
+            if prec == "int8":
+                why = f"int8 dot products ({cpu.isa}); its int8 path was measured to hold its quality"
+                return take_path(model, ExecutionPath(backend, prec, n, why))
     if cpu.native_bf16:
         for backend, prec in offered:
             if prec in BF16_PRECISIONS:

@@ -774,17 +774,21 @@ def shipped_paths(backend: str = "auto") -> list[tuple[str, str]]:
 
 def shipped_encoder(backend: str = "auto", precision: str = "auto", *, cache_size: int = 0,
                     overrides: str | os.PathLike[str] | None = None, name: str | None = None,
-                    **options: Any) -> BaseEncoder:
+                    int8_ranges: str | os.PathLike[str] | None = None, **options: Any) -> BaseEncoder:
     """A new encoder of the shipped all-MiniLM-L6-v2 on the path :func:`latentrag.device.choose_path` picks
     among :func:`shipped_paths` (``precision`` or ``$LATENTRAG_PRECISION`` can force one). ``options``
     (``batch_size``, ``max_length``, ``max_batch_tokens``, ``device``) go to the encoder.
 
     ``overrides``: a safetensors file of tensors that replace the shipped ones (:func:`read_overrides`),
     e.g. the reranker's fine-tuned last layer; such an encoder is another model, so it takes ``name`` (its
-    own, never the shipped encoder's) and no int8 path (those weights are fixed)."""
+    own, never the shipped encoder's) and not the int8 ONNX MiniLM (those weights are fixed).
+
+    ``int8_ranges``: calibrated input ranges for these weights (``latentrag train int8-ranges``), which offer
+    OpenVINO's static int8 path first; it is then the automatic choice where the CPU has int8 dot products
+    (the caller vouches for its quality, as the shipped reranker's measurements do)."""
     recipe: tuple[str, tuple[Any, ...], dict[str, Any]] = ("shipped", (backend, precision), {
         "cache_size": cache_size, "overrides": None if overrides is None else str(overrides), "name": name,
-        **options})
+        "int8_ranges": None if int8_ranges is None else str(int8_ranges), **options})
     check_override_name(overrides, name)
     name = name or DEFAULT_ENCODER_NAME
     device = options.pop("device", "cpu")
@@ -796,19 +800,24 @@ def shipped_encoder(backend: str = "auto", precision: str = "auto", *, cache_siz
         enc._recipe = recipe
         return enc
     offered = [p for p in shipped_paths(backend) if overrides is None or p != ("onnx", "int8")]
-    path = choose_path(name, offered, precision)
-    if path.backend == "openvino":
+    if int8_ranges is not None and backend in ("auto", "openvino") and _installed("openvino"):
+        offered.insert(0, ("openvino", "int8"))
+    int8_auto = int8_ranges is not None
+    path = choose_path(name, offered, precision, int8_auto=int8_auto)
+    while path.backend == "openvino":
         from latentrag.openvino_encoder import OpenVinoMiniLMEncoder
 
         try:
             enc = OpenVinoMiniLMEncoder(precision=path.precision, cache_size=cache_size, threads=path.threads,
-                                        overrides=overrides, name=name, **options)
+                                        overrides=overrides, name=name,
+                                        int8_ranges=int8_ranges if path.precision == "int8" else None, **options)
         except (ImportError, ModelLoadError, RuntimeError) as exc:
             if backend != "auto":
                 raise
-            logger.warning("%s: the OpenVINO path failed to build (%s); taking the next path", name, exc)
-            offered = [p for p in offered if p[0] != "openvino"]
-            path = choose_path(name, offered, precision)
+            logger.warning("%s: the OpenVINO %s path failed to build (%s); taking the next path", name,
+                           path.precision, exc)
+            offered = [p for p in offered if p != (path.backend, path.precision)]
+            path = choose_path(name, offered, precision, int8_auto=int8_auto)
         else:
             enc.path = replace(path, precision=enc.precision)  # what the runtime really runs
             enc._recipe = recipe

@@ -89,3 +89,30 @@ def test_scaled_layers_and_their_quick_states(inputs):
     for text, ref in zip([Q, TEXTS[0]], full, strict=True):
         cos = (quick[text] * ref).sum(1) / np.linalg.norm(quick[text], axis=1) / np.linalg.norm(ref, axis=1)
         assert quick[text].shape == ref.shape and cos.min() > 0.99
+
+
+def test_int8_calibration_writes_ranges_the_score_loads(tmp_path, data_dir):
+    """``latentrag train int8-ranges`` on a copy of the shipped score: one range per linear layer (36), each
+    around zero, named in config.json with the command that wrote it; a missing file is a clear error."""
+    import json
+    import shutil
+
+    from latentrag import ModelLoadError
+    from latentrag.models.late_interaction import SHIPPED_DIR, LateInteractionScore
+    from latentrag.openvino_encoder import read_int8_ranges
+    from latentrag.training.int8_ranges import main
+
+    folder = tmp_path / "score"
+    shutil.copytree(SHIPPED_DIR, folder)
+    assert main(["--score", str(folder), "--data", str(data_dir), "--rows", "60"]) == 0
+    score = LateInteractionScore.load(folder)
+    ranges = read_int8_ranges(score.int8_ranges)
+    assert len(ranges) == 36 and all(lo < 0 < hi for lo, hi in ranges.values())
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["encoder_int8_ranges"] == "int8_ranges.safetensors"
+    assert cfg["int8_calibration"]["command"] == f"latentrag train int8-ranges --score {folder} --rows 60"
+    shipped = read_int8_ranges(LateInteractionScore.load().int8_ranges)
+    assert set(shipped) == set(ranges) and shipped != ranges  # fewer calibration rows: other ranges
+    (folder / "int8_ranges.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="names int8 ranges 'int8_ranges.safetensors', which is not in that"):
+        LateInteractionScore.load(folder)

@@ -14,15 +14,18 @@ loads as ``CrossEncoderReranker(CROSS_ENCODER_NAME)``, and a score folder writte
 late-interaction --out DIR`` loads as ``CrossEncoderReranker(DIR)``. Hits' stored ``vector`` is not needed by
 the default (the cosine comes from its own pass); the cross-encoder's mix reuses it.
 
-Speed comes from the execution path :mod:`latentrag.device` picks for this CPU (``precision="auto"``):
-bf16 where the CPU has native bf16 (AMX, AVX-512 BF16: the default's encoder compiled by OpenVINO, or
-under torch without ``openvino``; a cross-encoder under torch), else one fused fp32 ONNX Runtime graph
-built from the same weights (when ``onnxruntime`` is installed), else fp32 torch; and from texts sorted by
+Speed comes from the execution path :mod:`latentrag.device` picks for this CPU (``precision="auto"``). The
+default's encoder runs on OpenVINO int8 where the CPU has int8 dot products (VNNI, AMX) and ``openvino`` is
+installed: static int8 matrix products over input ranges calibrated once and shipped beside the score
+(``int8_ranges.safetensors``, ``latentrag train int8-ranges``), about 1.5x its bf16 speed, with nDCG@10 on
+TREC DL20 and DL21 within noise of fp32 (``benchmarks/speed.py``, ``benchmarks/rerank.py``). Elsewhere, and
+for a cross-encoder: bf16 where the CPU has native bf16 (AMX, AVX-512 BF16: the default's encoder compiled by
+OpenVINO, or under torch without ``openvino``; a cross-encoder under torch), else one fused fp32 ONNX Runtime
+graph built from the same weights (when ``onnxruntime`` is installed), else fp32 torch. Texts are sorted by
 token length and batched so padding stays small (length bucketing). For a cross-encoder, each thread
 tokenizes with its own copy of the Rust tokenizer, so concurrent calls never hit the "Already borrowed"
-error of a shared one. ``quantize=True`` (or ``precision="int8"``) runs a cross-encoder with PyTorch dynamic
-quantization; it is never picked on its own. The default has no int8 path (the int8 ONNX MiniLM cannot take
-its tuned layer): asked for int8, it warns and takes the automatic path.
+error of a shared one. ``quantize=True`` (or ``precision="int8"``) asks for int8: the default's OpenVINO int8
+path, or PyTorch dynamic quantization for a cross-encoder (never picked on its own).
 
 Mixed scores rank one query's candidates; they are not comparable across queries, so ``compress`` also
 records the raw score (the MaxSim, or a cross-encoder's logit) as ``metadata["rerank_logit"]`` and the
@@ -93,11 +96,13 @@ def is_late_interaction_folder(model: Any) -> bool:
 
 
 @lru_cache(maxsize=8)
-def late_interaction_encoder(backend: str, precision: str, resolved: str, overrides: str) -> BaseEncoder:
-    """The shipped MiniLM with the late-interaction score's fine-tuned last layer, built once per process
-    per path (``resolved``: the precision in force, so ``$LATENTRAG_PRECISION`` changes take effect); every
-    default reranker shares it."""
-    return shipped_encoder(backend, precision, overrides=overrides, name=LATE_INTERACTION_ENCODER_NAME)
+def late_interaction_encoder(backend: str, precision: str, resolved: str, overrides: str,
+                             int8_ranges: str | None = None) -> BaseEncoder:
+    """The shipped MiniLM with the late-interaction score's fine-tuned last layer (and its calibrated int8
+    ranges, which offer the OpenVINO int8 path), built once per process per path (``resolved``: the precision
+    in force, so ``$LATENTRAG_PRECISION`` changes take effect); every default reranker shares it."""
+    return shipped_encoder(backend, precision, overrides=overrides, name=LATE_INTERACTION_ENCODER_NAME,
+                           int8_ranges=int8_ranges)
 
 
 #: The cross-encoder trained in this project (the default until the late-interaction score replaced it).
@@ -189,7 +194,7 @@ class CrossEncoderReranker(BaseCompressor):
         wanted = DEFAULT_ENCODER_NAME if self.late.overrides is None else LATE_INTERACTION_ENCODER_NAME
         if encoder is None and self.late.overrides is not None:
             self.encoder = late_interaction_encoder(backend, precision, requested_precision(precision) or "auto",
-                                                    self.late.overrides)
+                                                    self.late.overrides, self.late.int8_ranges)
         elif encoder is None:
             auto = precision == "auto" and backend == "auto"
             self.encoder = default_encoder() if auto else shipped_encoder(backend, precision)

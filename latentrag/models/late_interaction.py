@@ -73,6 +73,9 @@ class LateInteractionScore:
     #: A safetensors file of MiniLM tensors (its fine-tuned last layer) the token states are computed with;
     #: None: the shipped MiniLM as it is.
     overrides: str | None = None
+    #: A safetensors file of that MiniLM's calibrated int8 input ranges (``latentrag train int8-ranges``), for
+    #: its OpenVINO int8 path; None: no int8 path.
+    int8_ranges: str | None = None
 
     def fuse(self, parts: dict[str, np.ndarray | None]) -> np.ndarray:
         """``sum_k weights[k] * z(parts[k])`` for one query's candidates."""
@@ -93,7 +96,8 @@ class LateInteractionScore:
         out.mkdir(parents=True, exist_ok=True)
         cfg = {"kind": "late-interaction", "weights": self.weights,
                "term_stats": None if self.term_stats is None else Path(self.term_stats).name,
-               "encoder_overrides": None if self.overrides is None else Path(self.overrides).name, **self.meta}
+               "encoder_overrides": None if self.overrides is None else Path(self.overrides).name,
+               "encoder_int8_ranges": None if self.int8_ranges is None else Path(self.int8_ranges).name, **self.meta}
         tmp = out / "config.json.tmp"
         tmp.write_text(json.dumps(cfg, indent=1) + "\n")
         tmp.replace(out / "config.json")
@@ -115,10 +119,16 @@ class LateInteractionScore:
         if unknown or not weights:
             msg = f"{str(path)!r}: score parts {sorted(weights)}; expected some of {list(PARTS)}."
             raise ModelLoadError(msg)
-        stats, overrides = cfg.get("term_stats"), cfg.get("encoder_overrides")
-        if overrides and not (path / overrides).is_file():
-            msg = f"{str(path)!r}: config.json names encoder overrides {overrides!r}, which is not in that folder."
+        stats, overrides, ranges = cfg.get("term_stats"), cfg.get("encoder_overrides"), cfg.get("encoder_int8_ranges")
+        for what, file in (("encoder overrides", overrides), ("int8 ranges", ranges)):
+            if file and not (path / file).is_file():
+                msg = f"{str(path)!r}: config.json names {what} {file!r}, which is not in that folder."
+                raise ModelLoadError(msg)
+        if ranges and not overrides:
+            msg = (f"{str(path)!r}: config.json names int8 ranges but no encoder overrides; the ranges belong to "
+                   "the tuned layer they were measured with.")
             raise ModelLoadError(msg)
-        meta = {k: v for k, v in cfg.items() if k not in ("kind", "weights", "term_stats", "encoder_overrides")}
+        own = ("kind", "weights", "term_stats", "encoder_overrides", "encoder_int8_ranges")
+        meta = {k: v for k, v in cfg.items() if k not in own}
         return cls(weights, None if not stats else str(path / stats), meta,
-                   None if not overrides else str(path / overrides))
+                   None if not overrides else str(path / overrides), None if not ranges else str(path / ranges))
