@@ -6,7 +6,9 @@ The fp32 ``XRAGReader`` against copies of its LM in which every linear layer but
 bf16 (``precision="bf16-mixed"``'s :class:`~latentrag.readers._bf16.Bf16Linear`) except the projections each
 variant keeps in fp32 (``none``: every product, bf16-mixed before it kept q/k/v; ``kv``: the key and value
 projections; ``qkv``: today's bf16-mixed; ``attn``: q, k, v and o; ``down``: the MLP's down projection;
-``ends``: the first and last layer). Counts the questions whose greedy answer (5 passages as text, up to 16
+``ends``: the first and last layer; ``shipped``: ``XRAGReader(precision="bf16-mixed")`` itself, which keeps
+q/k/v and runs each gated MLP end to end in bf16, :class:`~latentrag.readers._bf16.Bf16GatedMLP`).
+Counts the questions whose greedy answer (5 passages as text, up to 16
 new tokens) equals fp32's, on one multi-hop dev set (gold passage plus 4 pool passages), and the time of all
 answers against fp32 in the same run.
 Prints one JSON line (``results/lm_precision_<set>.json``).
@@ -37,7 +39,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--questions", type=int, default=100)
     ap.add_argument("--set", default="dev_2wiki.part0", help="a file of data/multihop, without .jsonl")
-    ap.add_argument("--keep", default="none,kv,qkv", help=f"variants, comma-separated, of {sorted(VARIANTS)}")
+    ap.add_argument("--keep", default="none,kv,qkv",
+                    help=f"variants, comma-separated, of {sorted(VARIANTS)} and 'shipped'")
     args = ap.parse_args()
 
     from torch import nn
@@ -57,6 +60,9 @@ def main() -> None:
     layers = ref.lm.model.model.layers
     readers = {}
     for key in args.keep.split(","):
+        if key == "shipped":
+            readers[key] = XRAGReader(precision="bf16-mixed", encoder=ref.encoder)
+            continue
         model = copy.deepcopy(ref.lm.model)
         for i, layer in enumerate(model.model.layers):
             for parent in list(layer.modules()):

@@ -370,7 +370,7 @@ def test_bf16_path_agrees_with_fp32(reader, monkeypatch, caplog):
     # The fallback and the fast path give the same greedy answers (bf16 is emulated, so slow, on CPUs without
     # native bf16: two short answers only). The fp32 weights stay as they are for readers that asked for them.
     from latentrag.device import cpu_features
-    from latentrag.readers._bf16 import Bf16Linear
+    from latentrag.readers._bf16 import Bf16GatedMLP, Bf16GreedyHead, Bf16Linear
     from latentrag.readers.lm import load_lm
     from latentrag.readers.xrag import XRAGReader
 
@@ -391,6 +391,30 @@ def test_bf16_path_agrees_with_fp32(reader, monkeypatch, caplog):
     assert all(getattr(attn, n).weight is getattr(attn32, n).weight for n in ("q_proj", "k_proj", "v_proj"))
     assert mixed.lm.model.get_output_embeddings().weight is fp32.lm.model.get_output_embeddings().weight
     assert {p.dtype for n, p in mixed.lm.model.named_parameters() if "norm" in n} == {torch.float32}
+    # each gated MLP converts less, with the same numbers as three Bf16Linear
+    mlp = mixed.lm.model.model.layers[3].mlp
+    assert isinstance(mlp, Bf16GatedMLP) and isinstance(mlp.down_proj, Bf16Linear)
+    x = torch.randn(2, 7, mixed.lm.model.config.hidden_size)
+    got = mlp(x)
+    assert got.dtype == torch.float32 and torch.equal(got, mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)))
+    # the head multiplies in bf16 but returns fp32's greedy choice: on real last states and on states built to
+    # put two tokens within a hair of each other
+    head, head32 = mixed.lm.model.get_output_embeddings(), fp32.lm.model.get_output_embeddings()
+    assert isinstance(head, Bf16GreedyHead)
+    ids = fp32.lm.tokenizer("Jaws is a 1975 film directed by Steven Spielberg.", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        states = fp32.lm.model.model(ids).last_hidden_state[0]
+        w, last = head32.weight, states[-1]
+        a, b = torch.nn.functional.linear(last, w).topk(2).indices.tolist()
+        d = w[a] - w[b]
+        near = torch.stack([last - d * ((last @ d) - gap) / (d @ d) for gap in (2e-3, -2e-3)])  # a, then b wins
+        for rows in (states, near, torch.randn(12, w.shape[1]) * states.norm(dim=1).mean() / 24):
+            want = torch.nn.functional.linear(rows, w)
+            got_logits = head(rows)
+            assert torch.equal(got_logits.argmax(-1), want.argmax(-1))
+            if rows is near:
+                assert want.argmax(-1).tolist() == [a, b]
+            assert (got_logits - want).abs().max() < 0.05 * want.abs().max()  # the rest: bf16 estimates
     for q in ("Who directed Jaws?", "Where was Einstein born?"):
         want = fp32.answer(q, PASSAGES[:2], mode="text", max_new_tokens=6)
         assert bf16.answer(q, PASSAGES[:2], mode="text", max_new_tokens=6) == want

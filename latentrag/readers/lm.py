@@ -71,10 +71,11 @@ def load_lm(model: str | os.PathLike[str] | None = None, precision: str = "auto"
     - ``"auto"``: ``"bf16-mixed"`` where the CPU has native bf16 (AVX-512 BF16 or AMX), else ``"fp32"``.
     - ``"fp32"``: fp32, the answers the LM was evaluated with.
     - ``"bf16-mixed"``: every linear layer but the LM head and the attention's query/key/value projections
-      multiplies in bf16 (its input rounded on the way in); the residual stream, norms, attention, key/value
-      cache and head stay fp32 (:mod:`latentrag.readers._bf16`). On native bf16 it gave the fp32 greedy answer
-      on 96 to 98 of 100 dev questions on each of three sets; on a CPU without it bf16 is emulated, several
-      times slower than fp32.
+      multiplies in bf16 (its input rounded on the way in); the residual stream, norms, attention and key/value
+      cache stay fp32, and the head multiplies in bf16 but recomputes in fp32 every logit that could be the
+      largest, so its greedy token is fp32's (:mod:`latentrag.readers._bf16`). On native bf16 it gave the fp32
+      greedy answer on 96 to 98 of 100 dev questions on each of three sets; on a CPU without it bf16 is
+      emulated, several times slower than fp32.
     - ``"bf16"``: the whole model and its cache in bfloat16: faster to decode, but it changed 23 of 100 greedy
       answers (``benchmarks/speed.py --only-lm``).
 
@@ -106,7 +107,7 @@ def _with_precision(lm: LanguageModel, path: Any) -> LanguageModel:
     """``lm`` itself for fp32, else a copy (the fp32 one stays for callers that asked for it): bf16 products in
     an fp32 model for ``bf16-mixed`` (see :mod:`latentrag.readers._bf16`), the whole model in bfloat16 for ``bf16``.
     The bf16-mixed copy shares the fp32 model's frozen tensors that stay fp32 (embeddings, norms, the
-    query/key/value projections, the head): only the bf16 weights are new memory."""
+    query/key/value projections, the head's fp32 weight): only the bf16 weights are new memory."""
     if path.precision == "fp32":
         return replace(lm, path=path)
     import copy
