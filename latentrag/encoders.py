@@ -403,14 +403,7 @@ class HiddenStatesEncoder(BaseEncoder):
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Right-padded ``(input_ids, attention_mask)``, both int64 of shape (n, longest)."""
-        encs = self.tokenizer.encode_batch(texts)
-        width = max(len(e.ids) for e in encs)
-        ids = np.zeros((len(texts), width), dtype=np.int64)
-        mask = np.zeros((len(texts), width), dtype=np.int64)
-        for row, e in enumerate(encs):
-            ids[row, : len(e.ids)] = e.ids
-            mask[row, : len(e.ids)] = 1
-        return ids, mask
+        return pad_encodings(self.tokenizer.encode_batch(texts))
 
     def _lengths(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
@@ -515,6 +508,18 @@ def ort_session(model: str | bytes, n_threads: int | None = None) -> Any:
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def pad_encodings(encs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ``(input_ids, attention_mask)`` of Rust-tokenizer encodings, both int64 of shape
+    (n, longest)."""
+    width = max(len(e.ids) for e in encs)
+    ids = np.zeros((len(encs), width), dtype=np.int64)
+    mask = np.zeros((len(encs), width), dtype=np.int64)
+    for row, e in enumerate(encs):
+        ids[row, : len(e.ids)] = e.ids
+        mask[row, : len(e.ids)] = 1
+    return ids, mask
 
 
 def _read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -60,7 +60,7 @@ def measure_ranges(overrides: str | None, texts: Sequence[str], batch_size: int 
     from tokenizers import Tokenizer
     from transformers import AutoModel
 
-    from latentrag.encoders import _shipped_minilm_path, override_module, plan_batches
+    from latentrag.encoders import _shipped_minilm_path, override_module, pad_encodings, plan_batches
 
     folder = Path(_shipped_minilm_path())
     body = AutoModel.from_pretrained(str(folder), attn_implementation="sdpa").eval()
@@ -83,13 +83,7 @@ def measure_ranges(overrides: str | None, texts: Sequence[str], batch_size: int 
     try:
         with torch.inference_mode():
             for idx in plan_batches([len(e.ids) for e in encs], batch_size, max_batch_tokens, 0.05):
-                width = max(len(encs[i].ids) for i in idx)
-                ids = torch.zeros((len(idx), width), dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for row, i in enumerate(idx):
-                    n = len(encs[i].ids)
-                    ids[row, :n] = torch.tensor(encs[i].ids)
-                    mask[row, :n] = 1
+                ids, mask = (torch.from_numpy(a) for a in pad_encodings([encs[i] for i in idx]))
                 real = mask.bool()
                 body(input_ids=ids, attention_mask=mask)
     finally:
